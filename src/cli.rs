@@ -1,0 +1,137 @@
+//! Command-line definition: what the admin types. Values are parsed here and
+//! validated in `config`; nothing in this module touches the network or files.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+const AFTER_LONG_HELP: &str = "\
+EXAMPLES:
+  Check first, change nothing:
+    export MATRIX_ADMIN_TOKEN=syt_...
+    matrix-reactivate -H https://matrix.example.org users.csv -o check.csv --dry-run
+
+  Reactivate, with a new password per user, 2 users a second:
+    matrix-reactivate -H https://matrix.example.org users.csv -o results.csv --rate 2
+
+  The run was interrupted: finish it, keeping every password already set:
+    matrix-reactivate -H https://matrix.example.org users.csv -o results.csv --resume
+
+  SSO-only server, no passwords:
+    matrix-reactivate -H https://matrix.example.org users.csv -o results.csv --no-password
+
+INPUT:
+  A CSV file (or - for standard input) with one user per row: full user IDs
+  (@alice:example.org) or bare localparts (alice). The header row is optional.
+
+RESULTS:
+  A CSV created with mode 0600: user_id,status,password,error,line. One row per
+  distinct user of the input and one `invalid` row per unusable line. Statuses:
+  reactivated, would_reactivate, already_active, not_found, erased, not_local,
+  invalid, failed. Rows are written as each user finishes.
+
+EXIT CODES:
+  0    every user was reactivated, already active, or would be (--dry-run)
+  1    fatal error: bad token, not an admin, unreachable server, unreadable
+       input, results file exists, the server refused the token mid-run, ...
+  2    usage error
+  3    the run finished but some rows need attention (invalid, not_local,
+       not_found, erased, failed)
+  130  interrupted (Ctrl-C or SIGTERM); run again with --resume to finish";
+
+/// Bulk-reactivate deactivated Matrix accounts on a Synapse homeserver.
+///
+/// Checks every user first (an unknown ID is never created), reactivates the
+/// deactivated ones through the Synapse Admin API at a steady pace, and writes
+/// each user's new password and status to a results CSV as it goes.
+#[derive(Debug, Parser)]
+#[command(name = "matrix-reactivate", version, after_long_help = AFTER_LONG_HELP)]
+pub struct Cli {
+    /// CSV of users to reactivate, or - for standard input
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    /// Client-server API base URL of the homeserver, e.g. https://matrix.example.org
+    #[arg(short = 'H', long, env = "MATRIX_HOMESERVER", value_name = "URL")]
+    pub homeserver: String,
+
+    /// Read the admin access token from this file (default: env MATRIX_ADMIN_TOKEN)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Results CSV to create (mode 0600); refused if it exists, unless --resume
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// Continue an interrupted run that wrote to --output, keeping its passwords
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Column holding the users [default: user_id, mxid, user or localpart, else the only column]
+    #[arg(long, value_name = "NAME")]
+    pub column: Option<String>,
+
+    /// Server name for bare localparts and for telling local users apart [default: the token user's]
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+
+    /// Reactivations per second; decimals allowed, 0 for no limit
+    #[arg(long, default_value = "5", value_name = "PER_SECOND")]
+    pub rate: f64,
+
+    /// Reactivations allowed at once before the rate applies
+    #[arg(long, default_value = "1", value_name = "N")]
+    pub burst: u32,
+
+    /// Requests in flight at most
+    #[arg(long, default_value = "4", value_name = "N")]
+    pub concurrency: usize,
+
+    /// Seconds before a request is abandoned and retried
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    pub timeout: f64,
+
+    /// Attempts per request for 429, 5xx, timeouts and connection errors
+    #[arg(long, default_value = "5", value_name = "N")]
+    pub retries: u32,
+
+    /// Stop the run after this many requests in a row failed to reach the server
+    #[arg(long, default_value = "20", value_name = "N")]
+    pub max_consecutive_failures: u32,
+
+    /// Check every user and write what would happen; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Also reactivate users whose account was erased (GDPR erasure)
+    #[arg(long)]
+    pub include_erased: bool,
+
+    /// Length of generated passwords (12 to 512)
+    #[arg(long, default_value = "24", value_name = "N")]
+    pub password_length: usize,
+
+    /// Take each user's password from this input column instead of generating one
+    #[arg(long, value_name = "NAME", conflicts_with = "no_password")]
+    pub password_column: Option<String>,
+
+    /// Reactivate without setting a password (SSO/LDAP-only servers; Synapse 1.99 or later)
+    #[arg(long)]
+    pub no_password: bool,
+
+    /// PEM file of a CA certificate to trust, for a server behind a private CA
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Allow http:// to a host that is not loopback (the token crosses the network in clear)
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+
+    /// Print nothing but errors (no progress, no summary)
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// No progress bar or progress lines
+    #[arg(long)]
+    pub no_progress: bool,
+}

@@ -1,0 +1,324 @@
+//! Validated settings: the second stage of argument handling. Every check of a
+//! flag's value happens here, and every message names the flag at fault.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::SecretString;
+
+use crate::cli::Cli;
+use crate::input::{Columns, Source};
+use crate::retry::Policy;
+use crate::user_id::check_server_name;
+
+/// A mistake in how the tool was called (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
+    Err(UsageError(msg.into()).into())
+}
+
+/// Where passwords come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Passwords {
+    Generate { length: usize },
+    FromColumn,
+    None,
+}
+
+pub struct Settings {
+    pub source: Source,
+    pub columns: Columns,
+    pub homeserver: String,
+    pub token: SecretString,
+    pub output: PathBuf,
+    pub resume: bool,
+    pub server_name: Option<String>,
+    /// Reactivations per second; `None` for no limit.
+    pub rate: Option<f64>,
+    pub burst: NonZeroU32,
+    pub concurrency: usize,
+    pub timeout: Duration,
+    pub retry: Policy,
+    pub dry_run: bool,
+    pub include_erased: bool,
+    pub passwords: Passwords,
+    pub ca_cert: Option<reqwest::Certificate>,
+    pub quiet: bool,
+    pub show_progress: bool,
+}
+
+pub const TOKEN_ENV: &str = "MATRIX_ADMIN_TOKEN";
+
+impl Settings {
+    /// Validates the parsed arguments. `env_token` is the value of
+    /// `MATRIX_ADMIN_TOKEN`, passed in so tests need not touch the environment.
+    pub fn from_cli(cli: Cli, env_token: Option<String>) -> anyhow::Result<Self> {
+        let homeserver = check_homeserver(&cli.homeserver, cli.allow_insecure_http)?;
+        let token = read_token(cli.token_file.as_deref(), env_token)?;
+
+        if !(cli.rate.is_finite() && cli.rate >= 0.0) {
+            return usage(format!(
+                "--rate {}: give a number of reactivations per second, 0 or more (0 = no limit)",
+                cli.rate
+            ));
+        }
+        if cli.rate > 0.0 && cli.rate < 0.001 {
+            return usage(format!(
+                "--rate {}: too slow to be meant; the smallest is 0.001 (one per 1,000 s)",
+                cli.rate
+            ));
+        }
+        let burst = NonZeroU32::new(cli.burst)
+            .ok_or_else(|| UsageError("--burst 0: give 1 or more".into()))?;
+        if !(1..=1024).contains(&cli.concurrency) {
+            return usage(format!(
+                "--concurrency {}: give 1 to 1024 requests in flight",
+                cli.concurrency
+            ));
+        }
+        if !(cli.timeout.is_finite() && cli.timeout > 0.0 && cli.timeout <= 3600.0) {
+            return usage(format!(
+                "--timeout {}: give 0 < SECONDS ≤ 3600",
+                cli.timeout
+            ));
+        }
+        if cli.retries == 0 {
+            return usage("--retries 0: give at least 1 attempt per request");
+        }
+        if cli.max_consecutive_failures == 0 {
+            return usage("--max-consecutive-failures 0: give 1 or more");
+        }
+        let passwords = if cli.no_password {
+            Passwords::None
+        } else if cli.password_column.is_some() {
+            Passwords::FromColumn
+        } else {
+            let range = crate::password::MIN_LENGTH..=crate::password::MAX_LENGTH;
+            if !range.contains(&cli.password_length) {
+                return usage(format!(
+                    "--password-length {}: give {} to {}",
+                    cli.password_length,
+                    range.start(),
+                    range.end()
+                ));
+            }
+            Passwords::Generate {
+                length: cli.password_length,
+            }
+        };
+        if let Some(name) = &cli.server_name {
+            check_server_name(name).map_err(|_| {
+                UsageError(format!("--server-name {name}: not a valid server name"))
+            })?;
+        }
+        if let Some(col) = &cli.column {
+            if col.trim().is_empty() {
+                return usage("--column: give a column name");
+            }
+        }
+        let ca_cert = cli.ca_cert.as_deref().map(read_ca_cert).transpose()?;
+
+        Ok(Settings {
+            source: Source::from_arg(&cli.input),
+            columns: Columns {
+                user: cli.column,
+                password: cli.password_column,
+            },
+            homeserver,
+            token,
+            output: cli.output,
+            resume: cli.resume,
+            server_name: cli.server_name,
+            rate: (cli.rate > 0.0).then_some(cli.rate),
+            burst,
+            concurrency: cli.concurrency,
+            timeout: Duration::from_secs_f64(cli.timeout),
+            retry: Policy {
+                attempts: cli.retries,
+                base_delay: Duration::from_millis(500),
+                max_delay: Duration::from_secs(30),
+                max_consecutive_failures: cli.max_consecutive_failures,
+            },
+            dry_run: cli.dry_run,
+            include_erased: cli.include_erased,
+            passwords,
+            ca_cert,
+            quiet: cli.quiet,
+            show_progress: !cli.quiet && !cli.no_progress,
+        })
+    }
+}
+
+/// The base URL, checked: http(s) only, and plain http only to a loopback host
+/// unless the admin says otherwise.
+fn check_homeserver(raw: &str, allow_insecure: bool) -> anyhow::Result<String> {
+    let url = url::Url::parse(raw.trim()).map_err(|e| {
+        UsageError(format!(
+            "--homeserver {raw}: not a URL ({e}); give e.g. https://matrix.example.org"
+        ))
+    })?;
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+                Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+                None => false,
+            };
+            if !loopback && !allow_insecure {
+                return usage(format!(
+                    "--homeserver {raw}: plain http:// would send the admin token across the \
+                     network in clear; use https://, or add --allow-insecure-http if the \
+                     network is trusted"
+                ));
+            }
+        }
+        other => {
+            return usage(format!(
+                "--homeserver {raw}: scheme {other}:// is not supported; use https://"
+            ))
+        }
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return usage(format!(
+            "--homeserver {raw}: give the base URL only, without ?query or #fragment"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return usage(format!(
+            "--homeserver: the URL must not carry credentials; give the token with {TOKEN_ENV} or --token-file"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+fn read_token(file: Option<&Path>, env_token: Option<String>) -> anyhow::Result<SecretString> {
+    let (token, origin) = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--token-file {}: cannot read it", path.display()))?;
+            (text, format!("--token-file {}", path.display()))
+        }
+        None => match env_token {
+            Some(t) => (t, TOKEN_ENV.to_owned()),
+            None => {
+                return usage(format!(
+                    "no access token: set {TOKEN_ENV} or give --token-file PATH \
+                     (the token of a server admin)"
+                ))
+            }
+        },
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return usage(format!("{origin}: the access token is empty"));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return usage(format!(
+            "{origin}: the access token contains white space; it must be the token alone"
+        ));
+    }
+    Ok(SecretString::from(token.to_owned()))
+}
+
+fn read_ca_cert(path: &Path) -> anyhow::Result<reqwest::Certificate> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("--ca-cert {}: cannot read it", path.display()))?;
+    reqwest::Certificate::from_pem(&pem)
+        .with_context(|| format!("--ca-cert {}: not a PEM certificate", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn settings(args: &[&str]) -> anyhow::Result<Settings> {
+        let mut argv = vec!["matrix-reactivate", "in.csv", "-o", "out.csv"];
+        argv.extend_from_slice(args);
+        Settings::from_cli(Cli::try_parse_from(argv)?, Some("syt_token".into()))
+    }
+
+    fn usage_text(args: &[&str]) -> String {
+        let e = settings(args).err().expect("a usage error");
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
+        e.to_string()
+    }
+
+    #[test]
+    fn insecure_http_only_on_loopback() {
+        for ok in [
+            "http://127.0.0.1:8008",
+            "http://localhost:8008/",
+            "http://[::1]:8008",
+            "https://matrix.example.org",
+        ] {
+            assert!(settings(&["-H", ok]).is_ok(), "{ok}");
+        }
+        let t = usage_text(&["-H", "http://matrix.example.org"]);
+        assert!(t.contains("--allow-insecure-http"), "{t}");
+        assert!(settings(&["-H", "http://matrix.example.org", "--allow-insecure-http"]).is_ok());
+        assert!(usage_text(&["-H", "ftp://x"]).contains("--homeserver"));
+        assert!(usage_text(&["-H", "not a url"]).contains("--homeserver"));
+    }
+
+    #[test]
+    fn base_url_keeps_its_path() {
+        let s = settings(&["-H", "https://example.org/matrix/"]).unwrap();
+        assert_eq!(s.homeserver, "https://example.org/matrix");
+    }
+
+    #[test]
+    fn flag_values_are_checked() {
+        let h = ["-H", "https://m.example.org"];
+        let with = |extra: &[&str]| {
+            let mut v = h.to_vec();
+            v.extend_from_slice(extra);
+            usage_text(&v)
+        };
+        assert!(with(&["--rate=-1"]).contains("--rate"));
+        assert!(with(&["--rate", "NaN"]).contains("--rate"));
+        assert!(with(&["--burst", "0"]).contains("--burst"));
+        assert!(with(&["--concurrency", "0"]).contains("--concurrency"));
+        assert!(with(&["--password-length", "11"]).contains("--password-length"));
+        assert!(with(&["--password-length", "513"]).contains("--password-length"));
+        assert!(with(&["--server-name", "bad name"]).contains("--server-name"));
+        assert!(with(&["--timeout", "0"]).contains("--timeout"));
+        let s = settings(&["-H", "https://m.example.org", "--rate", "0"]).unwrap();
+        assert_eq!(s.rate, None);
+        let s = settings(&["-H", "https://m.example.org", "--rate", "0.5"]).unwrap();
+        assert_eq!(s.rate, Some(0.5));
+    }
+
+    #[test]
+    fn token_sources() {
+        let cli = Cli::try_parse_from(["m", "in.csv", "-o", "o", "-H", "https://x.org"]).unwrap();
+        let e = Settings::from_cli(cli, None).err().unwrap();
+        assert!(e.to_string().contains(TOKEN_ENV), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "syt_abc\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "m",
+            "in.csv",
+            "-o",
+            "o",
+            "-H",
+            "https://x.org",
+            "--token-file",
+            f.to_str().unwrap(),
+        ])
+        .unwrap();
+        let s = Settings::from_cli(cli, None).unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(s.token.expose_secret(), "syt_abc");
+    }
+}

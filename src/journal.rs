@@ -1,0 +1,186 @@
+//! The password journal: every password is durably on disk before the request
+//! that sets it is sent.
+//!
+//! A record `user_id,password` is appended and fsynced before each reactivation
+//! PUT. Records are written by one thread that batches whatever is waiting into
+//! one write and one fsync (group commit), so durability costs one fsync per
+//! batch, not per user. On `--resume` the journal says which users may hold a
+//! password that the results file does not show yet; they are checked again and
+//! completed with the same password. The journal is removed when a run completes.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot};
+
+struct Record {
+    user: String,
+    password: String,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+pub struct Journal {
+    tx: Option<mpsc::UnboundedSender<Record>>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+/// The journal's path for a results file: `results.csv` → `results.csv.journal`.
+pub fn path_for(results: &Path) -> PathBuf {
+    let mut name = results.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
+impl Journal {
+    /// Opens (or creates, mode 0600) the journal for appending.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open journal {}", path.display()))?;
+        file.sync_all()?;
+        crate::report::sync_parent_dir(path)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || writer_loop(file, rx))
+            .context("cannot start the journal writer")?;
+        Ok(Journal {
+            tx: Some(tx),
+            thread: Some(thread),
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Returns once `user`'s password is written and fsynced.
+    pub async fn record(&self, user: &str, password: &str) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or("the journal is closed")?;
+        tx.send(Record {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            done,
+        })
+        .map_err(|_| "the journal writer stopped".to_owned())?;
+        wait.await
+            .map_err(|_| "the journal writer stopped".to_owned())?
+    }
+
+    /// Waits for the writer to finish what it was given.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn writer_loop(file: File, mut rx: mpsc::UnboundedReceiver<Record>) {
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(file);
+    let mut batch = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let result = write_batch(&mut writer, &batch).map_err(|e| e.to_string());
+        for r in batch.drain(..) {
+            let _ = r.done.send(result.clone());
+        }
+    }
+}
+
+fn write_batch(writer: &mut csv::Writer<File>, batch: &[Record]) -> io::Result<()> {
+    for r in batch {
+        writer.write_record([r.user.as_str(), r.password.as_str()])?;
+    }
+    writer.flush()?;
+    writer.get_ref().sync_data()
+}
+
+/// Reads a journal left by an earlier run: user → the last password recorded.
+/// A last line cut short by a crash is ignored: its request was never sent.
+pub fn read(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let mut text = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut text)
+                .with_context(|| format!("cannot read journal {}", path.display()))?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read journal {}", path.display())),
+    }
+    let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(&text[..complete]);
+    let mut out = HashMap::new();
+    for rec in reader.records() {
+        let rec = rec.with_context(|| format!("journal {} is unreadable", path.display()))?;
+        if let (Some(u), Some(p)) = (rec.get(0), rec.get(1)) {
+            out.insert(u.to_owned(), p.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_are_durable_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(&dir.path().join("out.csv"));
+        assert!(path.ends_with("out.csv.journal"));
+        let j = Journal::open(&path).unwrap();
+        let (a, b) = tokio::join!(j.record("@a:x", "pw,1"), j.record("@b:x", "pw\"2"));
+        a.unwrap();
+        b.unwrap();
+        j.record("@a:x", "pw3").await.unwrap();
+        j.close();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        // A torn last record is ignored.
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(b"@c:x,half");
+        std::fs::write(&path, text).unwrap();
+        let m = read(&path).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["@a:x"], "pw3");
+        assert_eq!(m["@b:x"], "pw\"2");
+    }
+
+    #[test]
+    fn missing_journal_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(&dir.path().join("nope")).unwrap().is_empty());
+    }
+}

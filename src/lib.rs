@@ -1,0 +1,434 @@
+//! matrix-reactivate: bulk reactivation of deactivated Synapse accounts.
+//!
+//! `run` drives one run: open the input and the results file, preflight the
+//! server, then stream users through the pipeline. One consumer (the loop in
+//! `run`) owns the results file, the counts and the progress display; workers
+//! only return outcomes.
+
+pub mod cli;
+pub mod config;
+pub mod input;
+pub mod journal;
+pub mod password;
+pub mod pipeline;
+pub mod progress;
+pub mod report;
+pub mod retry;
+pub mod synapse;
+pub mod user_id;
+pub mod user_set;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::config::{Passwords, Settings};
+use crate::input::{Input, InputRow};
+use crate::journal::Journal;
+use crate::pipeline::{Done, Worker};
+use crate::progress::Progress;
+use crate::report::{Earlier, Ending, Results, SummaryInput};
+use crate::retry::{AuthFailure, CallError, Pacer, Policy};
+use crate::synapse::{ApiError, Client, ServerVersion};
+use crate::user_id::UserId;
+use crate::user_set::UserSet;
+
+/// What the reader thread hands the consumer, one item per non-empty input line.
+enum Feed {
+    User(InputRow),
+    /// A user already listed earlier in the input.
+    Duplicate,
+    /// A line whose row an earlier, interrupted run already wrote.
+    Earlier,
+    /// The input became unreadable.
+    Broken(anyhow::Error),
+}
+
+/// The first Synapse version that reactivates without a password.
+const NO_PASSWORD_SINCE: (u32, u32) = (1, 99);
+
+/// Runs the tool. `resume_command` is shown when the run stops early.
+/// Returns the exit code of a run that got as far as the preflight; errors
+/// before that are returned as errors.
+pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let say = |msg: &str| {
+        if !settings.quiet {
+            eprintln!("{msg}");
+        }
+    };
+
+    let input = Input::open(settings.source.clone(), &settings.columns)?;
+    let journal_path = journal::path_for(&settings.output);
+    let (mut results, earlier, earlier_passwords, created) =
+        open_results(&settings, &journal_path)?;
+
+    let client = Client::new(
+        &settings.homeserver,
+        &settings.token,
+        settings.timeout,
+        settings.ca_cert.clone(),
+        settings.concurrency,
+    )?;
+    let preflight = match preflight(&client, &settings).await {
+        Ok(p) => p,
+        Err(e) => {
+            if created {
+                // Nothing was done: leave no empty results file to trip the next run.
+                let _ = std::fs::remove_file(&settings.output);
+            }
+            return Err(e);
+        }
+    };
+    say(&format!(
+        "Synapse {} at {} · admin {} · server name {}",
+        preflight.version.text, settings.homeserver, preflight.admin, preflight.server_name
+    ));
+    if settings.resume && earlier.counts.rows() > 0 {
+        say(&format!(
+            "Resuming: {} rows already in {}, {} journaled password(s) to check again",
+            earlier.counts.rows(),
+            settings.output.display(),
+            earlier_passwords.len()
+        ));
+    }
+
+    let total = input::count_rows(input.source(), input.layout().has_header);
+    let mut counts = earlier.counts.clone();
+    counts.resumed = earlier.counts.rows();
+    let (feed_tx, mut feed) = mpsc::channel::<Feed>(1024);
+    let server_name = preflight.server_name.clone();
+    let reader = std::thread::Builder::new()
+        .name("input".into())
+        .spawn(move || read_input(input, &server_name, earlier, feed_tx))
+        .context("cannot start the input reader")?;
+
+    let journal = if settings.dry_run {
+        None
+    } else {
+        Some(Journal::open(&journal_path)?)
+    };
+    let pacer = Pacer::new(settings.retry.clone());
+    let limiter = pipeline::limiter(settings.rate, settings.burst);
+    let worker = Worker {
+        client: &client,
+        pacer: &pacer,
+        limiter: limiter.as_ref(),
+        journal: journal.as_ref(),
+        server_name: &preflight.server_name,
+        dry_run: settings.dry_run,
+        include_erased: settings.include_erased,
+        passwords: &settings.passwords,
+        earlier_passwords: &earlier_passwords,
+    };
+
+    let mut progress = Progress::new(settings.show_progress, total);
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut in_flight = FuturesUnordered::new();
+    let mut input_done = false;
+    let mut interrupted = false;
+    let mut fatal: Option<String> = None;
+
+    loop {
+        let stopping = interrupted || fatal.is_some();
+        if (input_done || stopping) && in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = sigint.recv() => {
+                if interrupted { exit_now(&mut results) }
+                interrupted = true;
+                progress.println(&format!(
+                    "Interrupted: finishing {} request(s) in flight (Ctrl-C again to quit at once; no password is lost either way)",
+                    in_flight.len()
+                ));
+            }
+            _ = sigterm.recv() => {
+                if interrupted { exit_now(&mut results) }
+                interrupted = true;
+            }
+            _ = pacer.fatal_occurred(), if fatal.is_none() => {
+                fatal = pacer.fatal();
+            }
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Done::Row(row) = done {
+                    if let Err(e) = results.write(&row) {
+                        pacer.stop_run(format!(
+                            "cannot write to the results file {} ({e}); every password sent is \
+                             in the journal {}. Free space or fix the folder, then run again with --resume",
+                            settings.output.display(), journal_path.display()
+                        ));
+                    } else {
+                        counts.add(row.status);
+                        progress.advance(&counts, false);
+                    }
+                }
+            }
+            item = feed.recv(), if !input_done && !stopping && in_flight.len() < settings.concurrency => {
+                match item {
+                    None => input_done = true,
+                    Some(Feed::User(row)) => in_flight.push(worker.process(row)),
+                    Some(Feed::Duplicate) => {
+                        counts.duplicates += 1;
+                        progress.advance(&counts, false);
+                    }
+                    Some(Feed::Earlier) => progress.advance(&counts, true),
+                    Some(Feed::Broken(e)) => {
+                        pacer.stop_run(format!("{e:#}"));
+                    }
+                }
+            }
+            _ = ticker.tick() => progress.tick(&counts),
+        }
+    }
+    progress.finish();
+    drop(in_flight);
+    drop(worker);
+    drop(feed);
+    let _ = reader.join();
+    if let Some(j) = journal {
+        j.close();
+    }
+    results
+        .sync()
+        .with_context(|| format!("cannot save the results file {}", settings.output.display()))?;
+
+    let ending = match (fatal, interrupted) {
+        (Some(reason), _) => Ending::Fatal(reason),
+        (None, true) => Ending::Interrupted,
+        (None, false) => Ending::Complete,
+    };
+    if ending == Ending::Complete {
+        match std::fs::remove_file(&journal_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => say(&format!(
+                "warning: could not remove the journal {}: {e}",
+                journal_path.display()
+            )),
+        }
+    }
+    if !settings.quiet {
+        eprint!(
+            "{}",
+            report::summary(&SummaryInput {
+                counts: &counts,
+                ending: &ending,
+                elapsed: started.elapsed(),
+                results: results.path(),
+                dry_run: settings.dry_run,
+                resume_command,
+            })
+        );
+    } else if let Ending::Fatal(reason) = &ending {
+        eprintln!("error: {reason}");
+    }
+    Ok(report::exit_code(&ending, &counts))
+}
+
+/// A second Ctrl-C: save what is written and leave. Passwords of requests still
+/// in flight are in the fsynced journal, so `--resume` completes those users.
+fn exit_now(results: &mut Results) -> ! {
+    let _ = results.sync();
+    eprintln!("\nStopped at once. Run again with --resume to finish.");
+    std::process::exit(130)
+}
+
+type Opened = (Results, Earlier, HashMap<String, String>, bool);
+
+fn open_results(settings: &Settings, journal_path: &Path) -> anyhow::Result<Opened> {
+    let out = &settings.output;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!(
+                "--output {}: the folder {} does not exist",
+                out.display(),
+                parent.display()
+            );
+        }
+    }
+    if settings.resume && out.exists() {
+        let (results, earlier) = Results::resume(out)?;
+        if earlier.dry_run && !settings.dry_run {
+            bail!(
+                "{} holds the results of a --dry-run; a real run needs its own results file: \
+                 choose another --output",
+                out.display()
+            );
+        }
+        let passwords = journal::read(journal_path)?;
+        return Ok((results, earlier, passwords, false));
+    }
+    if !settings.resume && journal_path.exists() {
+        bail!(
+            "a journal of an interrupted run exists at {}: it may hold passwords already set. \
+             Finish that run with --resume and --output {}",
+            journal_path.display(),
+            out.display()
+        );
+    }
+    let results = Results::create(out)?;
+    Ok((results, Earlier::default(), HashMap::new(), true))
+}
+
+struct Preflight {
+    version: ServerVersion,
+    admin: String,
+    server_name: String,
+}
+
+/// Three requests before any user is touched: the server answers, the token is
+/// valid, and its user is an admin.
+async fn preflight(client: &Client, settings: &Settings) -> anyhow::Result<Preflight> {
+    let url = client.base();
+    let pacer = Pacer::new(Policy {
+        attempts: settings.retry.attempts.min(3),
+        ..settings.retry.clone()
+    });
+    let call_err = |e: CallError| match e {
+        CallError::Row(e) => e,
+        CallError::Fatal(m) => ApiError::Transport(m),
+    };
+
+    let version = pacer
+        .call(AuthFailure::FailsRow, || client.server_version())
+        .await
+        .map_err(call_err)
+        .map_err(|e| match e {
+            ApiError::Http { status: 404, .. } => anyhow::anyhow!(
+                "{url} answered 404 for /_synapse/admin/v1/server_version: is it a Synapse \
+                 server, and does its reverse proxy forward /_synapse/admin?"
+            ),
+            e => anyhow::anyhow!("cannot reach the homeserver at {url}: {e}"),
+        })?;
+
+    let me = pacer
+        .call(AuthFailure::FailsRow, || client.whoami())
+        .await
+        .map_err(call_err)
+        .map_err(|e| match e.status() {
+            Some(401) => anyhow::anyhow!(
+                "{url} rejected the access token ({e}): check MATRIX_ADMIN_TOKEN or --token-file"
+            ),
+            _ => anyhow::anyhow!("cannot check the access token at {url}: {e}"),
+        })?;
+    let me_id = UserId::parse(&me)
+        .map_err(|e| anyhow::anyhow!("the server says the token belongs to {me:?}: {e}"))?;
+
+    let not_admin = || {
+        anyhow::anyhow!(
+            "the access token belongs to {me}, who is not a server admin on {url}; use an \
+             admin's token (make one an admin with the admin API or `register_new_matrix_user --admin`)"
+        )
+    };
+    match pacer
+        .call(AuthFailure::FailsRow, || client.is_admin(&me_id))
+        .await
+        .map_err(call_err)
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(not_admin()),
+        Err(e) if e.status() == Some(403) => return Err(not_admin()),
+        Err(e) => bail!("cannot check that {me} is an admin on {url}: {e}"),
+    }
+
+    if settings.passwords == Passwords::None
+        && version.is_older_than(NO_PASSWORD_SINCE.0, NO_PASSWORD_SINCE.1)
+    {
+        bail!(
+            "--no-password: Synapse {} requires a password to reactivate a user (1.99 and later \
+             do not); drop --no-password to set generated passwords",
+            version.text
+        );
+    }
+    Ok(Preflight {
+        version,
+        server_name: settings
+            .server_name
+            .clone()
+            .unwrap_or_else(|| me_id.server_name().to_owned()),
+        admin: me,
+    })
+}
+
+/// The reader thread: parses lines, removes duplicates, and skips what an
+/// earlier run already recorded. Sends one item per non-empty line.
+fn read_input(mut input: Input, server_name: &str, earlier: Earlier, tx: mpsc::Sender<Feed>) {
+    let mut seen = UserSet::new();
+    let Earlier {
+        users: done_users,
+        invalid_lines,
+        ..
+    } = earlier;
+    let done_invalid: HashSet<u64> = invalid_lines;
+    loop {
+        let item = match input.next_row(server_name) {
+            Ok(None) => return,
+            Ok(Some(row)) => match &row.user {
+                Err(_) if done_invalid.contains(&row.line) => Feed::Earlier,
+                Err(_) => Feed::User(row),
+                Ok(id) if !seen.insert(id.as_str()) => Feed::Duplicate,
+                Ok(id) if done_users.contains(id.as_str()) => Feed::Earlier,
+                Ok(_) => Feed::User(row),
+            },
+            Err(e) => Feed::Broken(e),
+        };
+        let broken = matches!(item, Feed::Broken(_));
+        if tx.blocking_send(item).is_err() || broken {
+            return;
+        }
+    }
+}
+
+/// The command line to continue this run: the same arguments plus `--resume`.
+pub fn resume_command(args: &[String]) -> String {
+    let mut parts: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+    if !args.iter().any(|a| a == "--resume") {
+        parts.push("--resume".into());
+    }
+    parts.join(" ")
+}
+
+fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
+    if safe {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_command_quotes_and_adds_the_flag() {
+        let args: Vec<String> = [
+            "matrix-reactivate",
+            "my users.csv",
+            "-o",
+            "out.csv",
+            "--column",
+            "it's",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            resume_command(&args),
+            r"matrix-reactivate 'my users.csv' -o out.csv --column 'it'\''s' --resume"
+        );
+        let args: Vec<String> = ["m", "in.csv", "--resume"].map(String::from).to_vec();
+        assert_eq!(resume_command(&args), "m in.csv --resume");
+    }
+}

@@ -1,0 +1,43 @@
+//! The binary: parse arguments, run, print the error chain, exit with the code.
+
+use clap::Parser;
+
+use matrix_reactivate::cli::Cli;
+use matrix_reactivate::config::{Settings, UsageError, TOKEN_ENV};
+
+fn main() {
+    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    let code = match Settings::from_cli(cli, std::env::var(TOKEN_ENV).ok()) {
+        Err(e) => report(&e),
+        Ok(settings) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    1
+                }
+                Ok(rt) => {
+                    let resume = matrix_reactivate::resume_command(&args);
+                    match rt.block_on(matrix_reactivate::run(settings, &resume)) {
+                        Ok(code) => code,
+                        Err(e) => report(&e),
+                    }
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn report(e: &anyhow::Error) -> i32 {
+    eprintln!("error: {e:#}");
+    if e.downcast_ref::<UsageError>().is_some() {
+        eprintln!("(see matrix-reactivate --help)");
+        2
+    } else {
+        1
+    }
+}

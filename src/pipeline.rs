@@ -1,0 +1,211 @@
+//! What happens to each user: pre-check, pace, journal, reactivate.
+//!
+//! Invariants this module keeps:
+//! - No PUT for a user that the GET did not find deactivated (a PUT on an unknown
+//!   ID creates an account; on an active one it replaces the password).
+//! - No PUT in a dry run, for an erased user without `--include-erased`, or for a
+//!   user of another server.
+//! - No PUT carrying a password before that password is fsynced in the journal.
+//!
+//! It does not write files or print: every outcome goes back to the one consumer
+//! in `lib.rs`, which owns the results file and the progress display.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::config::Passwords;
+use crate::input::InputRow;
+use crate::journal::Journal;
+use crate::report::{ResultRow, Status};
+use crate::retry::{AuthFailure, CallError, Pacer};
+use crate::synapse::{Client, Lookup};
+
+/// Everything a user's processing needs, shared by reference across the run.
+pub struct Worker<'a> {
+    pub client: &'a Client,
+    pub pacer: &'a Pacer,
+    pub limiter: Option<&'a DefaultDirectRateLimiter>,
+    /// `None` in a dry run.
+    pub journal: Option<&'a Journal>,
+    pub server_name: &'a str,
+    pub dry_run: bool,
+    pub include_erased: bool,
+    pub passwords: &'a Passwords,
+    /// Passwords an interrupted run journaled for users with no result yet.
+    pub earlier_passwords: &'a HashMap<String, String>,
+}
+
+/// The end of one user's processing.
+#[derive(Debug)]
+pub enum Done {
+    Row(ResultRow),
+    /// The run is stopping (fatal error); the user gets no row now and is done
+    /// again on `--resume`.
+    Abandoned,
+}
+
+/// Builds the limiter for the reactivation PUTs; `None` means no limit.
+pub fn limiter(rate: Option<f64>, burst: NonZeroU32) -> Option<DefaultDirectRateLimiter> {
+    let rate = rate?;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let quota = Quota::with_period(period)?.allow_burst(burst);
+    Some(RateLimiter::direct(quota))
+}
+
+impl Worker<'_> {
+    pub async fn process(&self, row: InputRow) -> Done {
+        let line = row.line;
+        let make = |user_id: String, status: Status, password: Option<String>, error: String| {
+            Done::Row(ResultRow {
+                user_id,
+                status,
+                password,
+                error,
+                line,
+            })
+        };
+        let user = match row.user {
+            Ok(u) => u,
+            Err(reason) => return make(shorten(&row.raw), Status::Invalid, None, reason),
+        };
+        let id = user.as_str().to_owned();
+        if user.server_name() != self.server_name {
+            return make(
+                id,
+                Status::NotLocal,
+                None,
+                format!(
+                    "user of {}, not of {}",
+                    user.server_name(),
+                    self.server_name
+                ),
+            );
+        }
+
+        let lookup = self
+            .pacer
+            .call(AuthFailure::StopsRun, || self.client.get_user(&user))
+            .await;
+        let info = match lookup {
+            Ok(Lookup::Found(info)) => info,
+            Ok(Lookup::NotFound) => {
+                return make(
+                    id,
+                    Status::NotFound,
+                    None,
+                    "no such user on the server; nothing was created".into(),
+                )
+            }
+            Err(CallError::Fatal(_)) => return Done::Abandoned,
+            Err(CallError::Row(e)) => {
+                return make(id, Status::Failed, None, format!("checking the user: {e}"))
+            }
+        };
+
+        let journaled = self.earlier_passwords.get(&id);
+        if !info.deactivated {
+            return match journaled {
+                // Only users found deactivated are ever journaled, so an active
+                // user with a journaled password is one whose reactivation landed
+                // just before the earlier run stopped.
+                Some(p) if !self.dry_run => {
+                    make(id, Status::Reactivated, Some(p.clone()), String::new())
+                }
+                _ => make(id, Status::AlreadyActive, None, String::new()),
+            };
+        }
+        if info.erased && !self.include_erased {
+            return make(
+                id,
+                Status::Erased,
+                None,
+                "account was erased (GDPR); left alone without --include-erased".into(),
+            );
+        }
+        if self.dry_run {
+            let note = if info.erased {
+                "erased; --include-erased given"
+            } else {
+                ""
+            };
+            return make(id, Status::WouldReactivate, None, note.into());
+        }
+
+        let password = match (journaled, self.passwords, row.password) {
+            (Some(p), _, _) => Some(p.clone()),
+            (None, Passwords::None, _) => None,
+            (None, Passwords::FromColumn, Some(p)) => Some(p),
+            (None, Passwords::FromColumn, None) => {
+                return make(id, Status::Failed, None, "no password in the input".into())
+            }
+            (None, Passwords::Generate { length }, _) => match crate::password::generate(*length) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.pacer.stop_run(format!("{e:#}"));
+                    return Done::Abandoned;
+                }
+            },
+        };
+        if let (Some(p), None, Some(journal)) = (&password, journaled, self.journal) {
+            if let Err(e) = journal.record(&id, p).await {
+                self.pacer.stop_run(format!(
+                    "cannot write the password journal {} ({e}); no password was sent \
+                     without being saved. Free space or fix the folder, then run again with --resume",
+                    journal.path().display()
+                ));
+                return Done::Abandoned;
+            }
+        }
+
+        if let Some(limiter) = self.limiter {
+            limiter.until_ready().await;
+        }
+        let result = self
+            .pacer
+            .call(AuthFailure::StopsRun, || {
+                self.client.reactivate(&user, password.as_deref())
+            })
+            .await;
+        match result {
+            Ok(()) => make(id, Status::Reactivated, password, String::new()),
+            Err(CallError::Fatal(_)) => Done::Abandoned,
+            Err(CallError::Row(e)) => make(id, Status::Failed, None, format!("reactivating: {e}")),
+        }
+    }
+}
+
+/// Keeps an unusable cell readable in the results (a 1 MB line stays a short row).
+fn shorten(raw: &str) -> String {
+    const MAX: usize = 300;
+    if raw.len() <= MAX {
+        return raw.to_owned();
+    }
+    let mut end = MAX;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &raw[..end], raw.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_cells_are_shortened_on_a_char_boundary() {
+        let s = "é".repeat(1000);
+        let short = shorten(&s);
+        assert!(short.len() < 320, "{}", short.len());
+        assert!(short.ends_with("(2000 bytes)"));
+        assert_eq!(shorten("abc"), "abc");
+    }
+
+    #[test]
+    fn zero_rate_means_no_limiter() {
+        assert!(limiter(None, NonZeroU32::MIN).is_none());
+        assert!(limiter(Some(0.5), NonZeroU32::MIN).is_some());
+    }
+}

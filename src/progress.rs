@@ -1,0 +1,149 @@
+//! Progress on stderr: a bar when stderr is a terminal, a plain line every few
+//! seconds when it is not (CI logs, runbooks piping to a file), nothing with
+//! `--quiet` or `--no-progress`. It knows counts, never HTTP.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::report::Counts;
+
+/// How often a plain progress line is printed.
+pub const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
+
+enum Mode {
+    Hidden,
+    Bar(ProgressBar),
+    Plain { last: Instant },
+}
+
+pub struct Progress {
+    mode: Mode,
+    total: Option<u64>,
+    start: Instant,
+    /// Lines of input handled so far this run (rows, duplicates, resumed skips).
+    done: u64,
+    /// Lines handled by an earlier run, not counted in this run's speed.
+    skipped: u64,
+}
+
+impl Progress {
+    pub fn new(show: bool, total: Option<u64>) -> Self {
+        let mode = if !show {
+            Mode::Hidden
+        } else if std::io::stderr().is_terminal() {
+            let bar = match total {
+                Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
+                None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+            };
+            let template = if total.is_some() {
+                "{elapsed_precise} [{wide_bar}] {pos}/{len} · {per_sec} · ETA {eta}\n{msg}"
+            } else {
+                "{elapsed_precise} {spinner} {pos} users · {per_sec}\n{msg}"
+            };
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            Mode::Bar(bar)
+        } else {
+            Mode::Plain {
+                last: Instant::now(),
+            }
+        };
+        Progress {
+            mode,
+            total,
+            start: Instant::now(),
+            done: 0,
+            skipped: 0,
+        }
+    }
+
+    /// One more input line handled; `earlier` if an earlier run had done it.
+    pub fn advance(&mut self, counts: &Counts, earlier: bool) {
+        self.done += 1;
+        if earlier {
+            self.skipped += 1;
+        }
+        match &mut self.mode {
+            Mode::Hidden => {}
+            Mode::Bar(bar) => {
+                bar.set_position(self.done);
+                bar.set_message(counts.brief());
+            }
+            Mode::Plain { last } => {
+                if last.elapsed() >= PLAIN_INTERVAL {
+                    *last = Instant::now();
+                    self.print_line(counts);
+                }
+            }
+        }
+    }
+
+    /// Called on a timer so an idle stretch (a long 429 pause) still shows a line.
+    pub fn tick(&mut self, counts: &Counts) {
+        if let Mode::Plain { last } = &mut self.mode {
+            if last.elapsed() >= PLAIN_INTERVAL {
+                *last = Instant::now();
+                self.print_line(counts);
+            }
+        }
+    }
+
+    fn print_line(&self, counts: &Counts) {
+        let secs = self.start.elapsed().as_secs_f64();
+        let rate = (self.done - self.skipped) as f64 / secs.max(0.001);
+        let mut line = match self.total {
+            Some(t) => format!(
+                "progress: {}/{} ({:.0}%)",
+                self.done,
+                t,
+                100.0 * self.done as f64 / (t.max(1) as f64)
+            ),
+            None => format!("progress: {} users", self.done),
+        };
+        line.push_str(&format!(" · {rate:.1}/s"));
+        if let Some(t) = self.total {
+            if rate > 0.0 && t > self.done {
+                line.push_str(&format!(" · ETA {}", eta((t - self.done) as f64 / rate)));
+            }
+        }
+        line.push_str(&format!(" · {}", counts.brief()));
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+
+    /// Prints a message without breaking the bar.
+    pub fn println(&self, msg: &str) {
+        match &self.mode {
+            Mode::Bar(bar) => bar.println(msg),
+            _ => eprintln!("{msg}"),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Mode::Bar(bar) = &self.mode {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn eta(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn eta_format() {
+        assert_eq!(super::eta(5.2), "5s");
+        assert_eq!(super::eta(125.0), "2m05s");
+        assert_eq!(super::eta(7300.0), "2h01m");
+    }
+}
