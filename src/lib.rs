@@ -191,7 +191,6 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
     }
     progress.finish();
     drop(in_flight);
-    drop(worker);
     drop(feed);
     let _ = reader.join();
     if let Some(j) = journal {

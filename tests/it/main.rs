@@ -1,0 +1,7 @@
+//! One integration-test binary: command-line behaviour, scenarios against a mock
+//! admin API, and end-to-end runs against a real Synapse.
+
+mod cli;
+mod mock;
+mod synapse;
+mod util;
