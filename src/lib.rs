@@ -33,7 +33,7 @@ use crate::journal::Journal;
 use crate::pipeline::{Done, Worker};
 use crate::progress::Progress;
 use crate::report::{Earlier, Ending, Results, SummaryInput};
-use crate::retry::{AuthFailure, CallError, Pacer, Policy};
+use crate::retry::{AuthFailure, CallError, Pacer, Policy, Stop};
 use crate::synapse::{ApiError, Client, ServerVersion};
 use crate::user_id::UserId;
 use crate::user_set::UserSet;
@@ -65,8 +65,7 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
 
     let input = Input::open(settings.source.clone(), &settings.columns)?;
     let journal_path = journal::path_for(&settings.output);
-    let (mut results, earlier, earlier_passwords, created) =
-        open_results(&settings, &journal_path)?;
+    let (results, earlier, earlier_passwords, created) = open_results(&settings, &journal_path)?;
 
     let client = Client::new(
         &settings.homeserver,
@@ -126,85 +125,84 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
         passwords: &settings.passwords,
         earlier_passwords: &earlier_passwords,
     };
+    let mut sink = Sink {
+        results,
+        counts,
+        progress: Progress::new(settings.show_progress, total),
+        pacer: &pacer,
+        journal_path: &journal_path,
+        unreached: Vec::new(),
+    };
 
-    let mut progress = Progress::new(settings.show_progress, total);
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut in_flight = FuturesUnordered::new();
     let mut input_done = false;
-    let mut interrupted = false;
-    let mut fatal: Option<String> = None;
 
     loop {
-        let stopping = interrupted || fatal.is_some();
+        let stopping = pacer.stop().is_some();
         if (input_done || stopping) && in_flight.is_empty() {
             break;
         }
         tokio::select! {
             biased;
             _ = sigint.recv() => {
-                if interrupted { exit_now(&mut results) }
-                interrupted = true;
-                progress.println(&format!(
-                    "Interrupted: finishing {} request(s) in flight (Ctrl-C again to quit at once; no password is lost either way)",
+                if stopping { exit_now(&mut sink.results) }
+                pacer.halt(Stop::Interrupted);
+                sink.progress.println(&format!(
+                    "Interrupted: finishing {} request(s) in flight (Ctrl-C again to quit at once; \
+                     no password is lost either way)",
                     in_flight.len()
                 ));
             }
             _ = sigterm.recv() => {
-                if interrupted { exit_now(&mut results) }
-                interrupted = true;
+                if stopping { exit_now(&mut sink.results) }
+                pacer.halt(Stop::Interrupted);
             }
-            _ = pacer.fatal_occurred(), if fatal.is_none() => {
-                fatal = pacer.fatal();
-            }
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Done::Row(row) = done {
-                    if let Err(e) = results.write(&row) {
-                        pacer.stop_run(format!(
-                            "cannot write to the results file {} ({e}); every password sent is \
-                             in the journal {}. Free space or fix the folder, then run again with --resume",
-                            settings.output.display(), journal_path.display()
-                        ));
-                    } else {
-                        counts.add(row.status);
-                        progress.advance(&counts, false);
-                    }
-                }
-            }
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => sink.done(done),
             item = feed.recv(), if !input_done && !stopping && in_flight.len() < settings.concurrency => {
                 match item {
                     None => input_done = true,
                     Some(Feed::User(row)) => in_flight.push(worker.process(row)),
                     Some(Feed::Duplicate) => {
-                        counts.duplicates += 1;
-                        progress.advance(&counts, false);
+                        sink.counts.duplicates += 1;
+                        sink.progress.advance(&sink.counts, false);
                     }
-                    Some(Feed::Earlier) => progress.advance(&counts, true),
-                    Some(Feed::Broken(e)) => {
-                        pacer.stop_run(format!("{e:#}"));
-                    }
+                    Some(Feed::Earlier) => sink.progress.advance(&sink.counts, true),
+                    Some(Feed::Broken(e)) => pacer.stop_run(format!("{e:#}")),
                 }
             }
-            _ = ticker.tick() => progress.tick(&counts),
+            _ = pacer.stopped(), if !stopping => {}
+            _ = ticker.tick() => sink.progress.tick(&sink.counts),
         }
     }
-    progress.finish();
     drop(in_flight);
     drop(feed);
     let _ = reader.join();
     if let Some(j) = journal {
         j.close();
     }
+    let ending = match pacer.stop() {
+        Some(Stop::Fatal(reason)) => Ending::Fatal(reason),
+        Some(Stop::Interrupted) => Ending::Interrupted,
+        None => Ending::Complete,
+    };
+    if ending == Ending::Complete {
+        // The server never came back for these, but the run went on to the end:
+        // they are failures to report, not work to resume.
+        sink.flush_unreached();
+    }
+    sink.progress.finish();
+    let Sink {
+        mut results,
+        counts,
+        ..
+    } = sink;
     results
         .sync()
         .with_context(|| format!("cannot save the results file {}", settings.output.display()))?;
 
-    let ending = match (fatal, interrupted) {
-        (Some(reason), _) => Ending::Fatal(reason),
-        (None, true) => Ending::Interrupted,
-        (None, false) => Ending::Complete,
-    };
     if ending == Ending::Complete {
         match std::fs::remove_file(&journal_path) {
             Ok(()) => {}
@@ -231,6 +229,54 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
         eprintln!("error: {reason}");
     }
     Ok(report::exit_code(&ending, &counts))
+}
+
+/// The single owner of the results file, the counts and the progress display.
+struct Sink<'a> {
+    results: Results,
+    counts: report::Counts,
+    progress: Progress,
+    pacer: &'a Pacer,
+    journal_path: &'a Path,
+    /// Rows that failed because the server could not be reached, held until
+    /// it answers again (then written) or the run stops for the outage (then
+    /// left for --resume rather than failed).
+    unreached: Vec<report::ResultRow>,
+}
+
+impl Sink<'_> {
+    fn done(&mut self, done: Done) {
+        match done {
+            Done::Row(row) => {
+                // The server answered: rows held for an outage were real failures.
+                self.flush_unreached();
+                self.write(&row);
+            }
+            Done::Unreached(row) => self.unreached.push(row),
+            Done::Abandoned => {}
+        }
+    }
+
+    fn flush_unreached(&mut self) {
+        for row in std::mem::take(&mut self.unreached) {
+            self.write(&row);
+        }
+    }
+
+    fn write(&mut self, row: &report::ResultRow) {
+        match self.results.write(row) {
+            Ok(()) => {
+                self.counts.add(row.status);
+                self.progress.advance(&self.counts, false);
+            }
+            Err(e) => self.pacer.stop_run(format!(
+                "cannot write to the results file {} ({e}); every password sent is in the \
+                 journal {}. Free space or fix the folder, then run again with --resume",
+                self.results.path().display(),
+                self.journal_path.display()
+            )),
+        }
+    }
 }
 
 /// A second Ctrl-C: save what is written and leave. Passwords of requests still
@@ -294,7 +340,9 @@ async fn preflight(client: &Client, settings: &Settings) -> anyhow::Result<Prefl
     });
     let call_err = |e: CallError| match e {
         CallError::Row(e) => e,
-        CallError::Fatal(m) => ApiError::Transport(m),
+        CallError::Stopped => {
+            ApiError::Transport(pacer.fatal().unwrap_or_else(|| "stopped".into()))
+        }
     };
 
     let version = pacer

@@ -21,7 +21,7 @@ use crate::input::InputRow;
 use crate::journal::Journal;
 use crate::report::{ResultRow, Status};
 use crate::retry::{AuthFailure, CallError, Pacer};
-use crate::synapse::{Client, Lookup};
+use crate::synapse::{ApiError, Client, Lookup};
 
 /// Everything a user's processing needs, shared by reference across the run.
 pub struct Worker<'a> {
@@ -42,9 +42,21 @@ pub struct Worker<'a> {
 #[derive(Debug)]
 pub enum Done {
     Row(ResultRow),
+    /// Failed because the server could not be reached. Written once the server
+    /// is seen answering again; dropped (left for `--resume`) if the run stops
+    /// because it never does.
+    Unreached(ResultRow),
     /// The run is stopping (fatal error); the user gets no row now and is done
     /// again on `--resume`.
     Abandoned,
+}
+
+fn failed(e: &ApiError, row: ResultRow) -> Done {
+    if e.is_unreachable() {
+        Done::Unreached(row)
+    } else {
+        Done::Row(row)
+    }
 }
 
 /// Builds the limiter for the reactivation PUTs; `None` means no limit.
@@ -58,22 +70,24 @@ pub fn limiter(rate: Option<f64>, burst: NonZeroU32) -> Option<DefaultDirectRate
 impl Worker<'_> {
     pub async fn process(&self, row: InputRow) -> Done {
         let line = row.line;
-        let make = |user_id: String, status: Status, password: Option<String>, error: String| {
-            Done::Row(ResultRow {
+        let make =
+            |user_id: String, status: Status, password: Option<String>, error: String| ResultRow {
                 user_id,
                 status,
                 password,
                 error,
                 line,
-            })
+            };
+        let done = |user_id: String, status: Status, password: Option<String>, error: String| {
+            Done::Row(make(user_id, status, password, error))
         };
         let user = match row.user {
             Ok(u) => u,
-            Err(reason) => return make(shorten(&row.raw), Status::Invalid, None, reason),
+            Err(reason) => return done(shorten(&row.raw), Status::Invalid, None, reason),
         };
         let id = user.as_str().to_owned();
         if user.server_name() != self.server_name {
-            return make(
+            return done(
                 id,
                 Status::NotLocal,
                 None,
@@ -92,16 +106,17 @@ impl Worker<'_> {
         let info = match lookup {
             Ok(Lookup::Found(info)) => info,
             Ok(Lookup::NotFound) => {
-                return make(
+                return done(
                     id,
                     Status::NotFound,
                     None,
                     "no such user on the server; nothing was created".into(),
                 )
             }
-            Err(CallError::Fatal(_)) => return Done::Abandoned,
+            Err(CallError::Stopped) => return Done::Abandoned,
             Err(CallError::Row(e)) => {
-                return make(id, Status::Failed, None, format!("checking the user: {e}"))
+                let row = make(id, Status::Failed, None, format!("checking the user: {e}"));
+                return failed(&e, row);
             }
         };
 
@@ -112,13 +127,13 @@ impl Worker<'_> {
                 // user with a journaled password is one whose reactivation landed
                 // just before the earlier run stopped.
                 Some(p) if !self.dry_run => {
-                    make(id, Status::Reactivated, Some(p.clone()), String::new())
+                    done(id, Status::Reactivated, Some(p.clone()), String::new())
                 }
-                _ => make(id, Status::AlreadyActive, None, String::new()),
+                _ => done(id, Status::AlreadyActive, None, String::new()),
             };
         }
         if info.erased && !self.include_erased {
-            return make(
+            return done(
                 id,
                 Status::Erased,
                 None,
@@ -131,7 +146,7 @@ impl Worker<'_> {
             } else {
                 ""
             };
-            return make(id, Status::WouldReactivate, None, note.into());
+            return done(id, Status::WouldReactivate, None, note.into());
         }
 
         let password = match (journaled, self.passwords, row.password) {
@@ -139,7 +154,7 @@ impl Worker<'_> {
             (None, Passwords::None, _) => None,
             (None, Passwords::FromColumn, Some(p)) => Some(p),
             (None, Passwords::FromColumn, None) => {
-                return make(id, Status::Failed, None, "no password in the input".into())
+                return done(id, Status::Failed, None, "no password in the input".into())
             }
             (None, Passwords::Generate { length }, _) => match crate::password::generate(*length) {
                 Ok(p) => Some(p),
@@ -161,7 +176,12 @@ impl Worker<'_> {
         }
 
         if let Some(limiter) = self.limiter {
-            limiter.until_ready().await;
+            // Waiting for a slot is not a request in flight: an interruption
+            // ends it. The password is journaled, so --resume reuses it.
+            tokio::select! {
+                _ = limiter.until_ready() => {}
+                _ = self.pacer.stopped() => return Done::Abandoned,
+            }
         }
         let result = self
             .pacer
@@ -170,9 +190,12 @@ impl Worker<'_> {
             })
             .await;
         match result {
-            Ok(()) => make(id, Status::Reactivated, password, String::new()),
-            Err(CallError::Fatal(_)) => Done::Abandoned,
-            Err(CallError::Row(e)) => make(id, Status::Failed, None, format!("reactivating: {e}")),
+            Ok(()) => done(id, Status::Reactivated, password, String::new()),
+            Err(CallError::Stopped) => Done::Abandoned,
+            Err(CallError::Row(e)) => {
+                let row = make(id, Status::Failed, None, format!("reactivating: {e}"));
+                failed(&e, row)
+            }
         }
     }
 }

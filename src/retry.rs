@@ -45,8 +45,18 @@ impl Policy {
 pub enum CallError {
     /// Final for this row; the run goes on.
     Row(ApiError),
-    /// The run must stop; the row is left for `--resume`.
+    /// The run is stopping (a fatal error or an interruption; `Pacer::stop`
+    /// says which); the row is left for `--resume`.
+    Stopped,
+}
+
+/// Why a run stops before its input is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Going on cannot succeed (token revoked, server gone, disk full …).
     Fatal(String),
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
 }
 
 /// Whether a 401/403 ends the run (core requests) or only the row.
@@ -63,9 +73,9 @@ pub struct Pacer {
     /// Milliseconds since `epoch` before which no request may be sent (429 pause).
     pause_until_ms: AtomicU64,
     consecutive_transport: AtomicU32,
-    fatal: Mutex<Option<String>>,
-    fatal_set: AtomicBool,
-    fatal_notify: tokio::sync::Notify,
+    stop: Mutex<Option<Stop>>,
+    stopped: AtomicBool,
+    stop_notify: tokio::sync::Notify,
 }
 
 impl Pacer {
@@ -75,45 +85,63 @@ impl Pacer {
             epoch: Instant::now(),
             pause_until_ms: AtomicU64::new(0),
             consecutive_transport: AtomicU32::new(0),
-            fatal: Mutex::new(None),
-            fatal_set: AtomicBool::new(false),
-            fatal_notify: tokio::sync::Notify::new(),
+            stop: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+            stop_notify: tokio::sync::Notify::new(),
         })
     }
 
-    /// The reason the run must stop, once one request has found it.
-    pub fn fatal(&self) -> Option<String> {
-        if !self.fatal_set.load(Ordering::Acquire) {
+    /// Why the run is stopping, once it is.
+    pub fn stop(&self) -> Option<Stop> {
+        if !self.stopped.load(Ordering::Acquire) {
             return None;
         }
-        self.fatal.lock().map(|f| f.clone()).unwrap_or(None)
+        self.stop.lock().map(|f| f.clone()).unwrap_or(None)
     }
 
-    /// Resolves once a fatal error has been recorded.
-    pub async fn fatal_occurred(&self) {
+    /// The fatal reason, if the run stops for one.
+    pub fn fatal(&self) -> Option<String> {
+        match self.stop() {
+            Some(Stop::Fatal(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Resolves once the run is stopping.
+    pub async fn stopped(&self) {
         loop {
-            let notified = self.fatal_notify.notified();
-            if self.fatal_set.load(Ordering::Acquire) {
+            let notified = self.stop_notify.notified();
+            if self.stopped.load(Ordering::Acquire) {
                 return;
             }
             notified.await;
         }
     }
 
-    /// Ends the run: no request starts after this, in-flight ones give up.
-    pub fn stop_run(&self, reason: String) {
-        self.set_fatal(reason);
-    }
-
-    fn set_fatal(&self, reason: String) -> CallError {
-        if let Ok(mut f) = self.fatal.lock() {
-            if f.is_none() {
-                *f = Some(reason.clone());
+    /// Ends the run: no request starts after this, waits and back-offs end, and
+    /// requests already sent finish. A fatal reason overrides an interruption.
+    pub fn halt(&self, why: Stop) {
+        if let Ok(mut s) = self.stop.lock() {
+            match (&*s, &why) {
+                (None, _) | (Some(Stop::Interrupted), Stop::Fatal(_)) => *s = Some(why),
+                _ => {}
             }
         }
-        self.fatal_set.store(true, Ordering::Release);
-        self.fatal_notify.notify_waiters();
-        CallError::Fatal(reason)
+        self.stopped.store(true, Ordering::Release);
+        self.stop_notify.notify_waiters();
+    }
+
+    /// Ends the run for a fatal reason.
+    pub fn stop_run(&self, reason: String) {
+        self.halt(Stop::Fatal(reason));
+    }
+
+    /// Sleeps for `d` unless the run stops first; false if it stopped.
+    pub async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.stopped() => false,
+        }
     }
 
     /// Pauses the whole run until at least `delay` from now.
@@ -122,15 +150,17 @@ impl Pacer {
         self.pause_until_ms.fetch_max(until, Ordering::AcqRel);
     }
 
-    /// Waits while the run is paused by a 429.
-    pub async fn wait_if_paused(&self) {
+    /// Waits while the run is paused by a 429; false if the run stopped meanwhile.
+    pub async fn wait_if_paused(&self) -> bool {
         loop {
             let until = self.pause_until_ms.load(Ordering::Acquire);
             let now = self.epoch.elapsed().as_millis() as u64;
             if until <= now {
-                return;
+                return true;
             }
-            tokio::time::sleep(Duration::from_millis(until - now)).await;
+            if !self.sleep(Duration::from_millis(until - now)).await {
+                return false;
+            }
         }
     }
 
@@ -143,10 +173,9 @@ impl Pacer {
         let mut failures = 0u32; // 5xx and transport errors of this request
         let mut limited = 0u32; // 429s of this request
         loop {
-            if let Some(reason) = self.fatal() {
-                return Err(CallError::Fatal(reason));
+            if self.stopped.load(Ordering::Acquire) || !self.wait_if_paused().await {
+                return Err(CallError::Stopped);
             }
-            self.wait_if_paused().await;
             let err = match request().await {
                 Ok(v) => {
                     self.consecutive_transport.store(0, Ordering::Release);
@@ -170,23 +199,27 @@ impl Pacer {
                     self.pause_all(delay);
                 }
                 Class::Auth if auth == AuthFailure::StopsRun => {
-                    return Err(self.set_fatal(auth_message(&err)));
+                    self.stop_run(auth_message(&err));
+                    return Err(CallError::Stopped);
                 }
                 Class::Transient { transport } => {
                     if transport {
                         let n = self.consecutive_transport.fetch_add(1, Ordering::AcqRel) + 1;
                         if n >= self.policy.max_consecutive_failures {
-                            return Err(self.set_fatal(format!(
+                            self.stop_run(format!(
                                 "{n} requests in a row could not reach the server (last: {err}); \
                                  stopping instead of failing every remaining user"
-                            )));
+                            ));
+                            return Err(CallError::Stopped);
                         }
                     }
                     failures += 1;
                     if failures >= self.policy.attempts {
                         return Err(CallError::Row(err));
                     }
-                    tokio::time::sleep(jitter(self.step(failures))).await;
+                    if !self.sleep(jitter(self.step(failures))).await {
+                        return Err(CallError::Stopped);
+                    }
                 }
                 Class::Auth | Class::Final => return Err(CallError::Row(err)),
             }
@@ -218,11 +251,9 @@ fn classify(err: &ApiError) -> Class {
             status: 401 | 403, ..
         } => Class::Auth,
         // A gateway that cannot reach the server counts like a failed connection.
-        ApiError::Http {
-            status: 502..=504, ..
-        } => Class::Transient { transport: true },
-        ApiError::Http { status, .. } if *status >= 500 => Class::Transient { transport: false },
         ApiError::Transport(_) => Class::Transient { transport: true },
+        e if e.is_unreachable() => Class::Transient { transport: true },
+        ApiError::Http { status, .. } if *status >= 500 => Class::Transient { transport: false },
         // A truncated or garbled success body: the request may have been applied;
         // repeating it is safe (same request, same password) and may get a clean answer.
         ApiError::BadBody { .. } => Class::Transient { transport: false },
@@ -319,10 +350,11 @@ mod tests {
         let r: Result<(), _> = pacer
             .call(AuthFailure::StopsRun, || async { Err(http(401)) })
             .await;
-        assert!(matches!(r, Err(CallError::Fatal(ref m)) if m.contains("--resume")));
+        assert_eq!(r, Err(CallError::Stopped));
+        assert!(pacer.fatal().is_some_and(|m| m.contains("--resume")));
         // Every later call stops at once.
         let r: Result<(), _> = pacer.call(AuthFailure::StopsRun, || async { Ok(()) }).await;
-        assert!(matches!(r, Err(CallError::Fatal(_))));
+        assert_eq!(r, Err(CallError::Stopped));
     }
 
     #[tokio::test]
@@ -338,8 +370,8 @@ mod tests {
                     Err(ApiError::Transport("could not connect".into()))
                 })
                 .await;
-            if let Err(CallError::Fatal(m)) = r {
-                fatal = Some(m);
+            if r == Err(CallError::Stopped) {
+                fatal = pacer.fatal();
                 break;
             }
         }
@@ -389,6 +421,30 @@ mod tests {
             .await;
         assert_eq!(r, Ok(()));
         assert!(start.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn an_interruption_ends_back_off_at_once() {
+        let pacer = Pacer::new(Policy {
+            base_delay: Duration::from_secs(60),
+            max_delay: Duration::from_secs(60),
+            ..policy()
+        });
+        let p2 = pacer.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            p2.halt(Stop::Interrupted);
+        });
+        let started = std::time::Instant::now();
+        let r: Result<(), _> = pacer
+            .call(AuthFailure::StopsRun, || async { Err(http(500)) })
+            .await;
+        assert_eq!(r, Err(CallError::Stopped));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(pacer.stop(), Some(Stop::Interrupted));
+        // A fatal reason found later still wins over the interruption.
+        pacer.stop_run("disk full".into());
+        assert_eq!(pacer.fatal().as_deref(), Some("disk full"));
     }
 
     #[test]

@@ -48,6 +48,19 @@ impl ApiError {
         }
     }
 
+    /// Whether the server could not be reached at all (no answer, or a
+    /// gateway's 502/503/504), as opposed to an answer about this request.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Transport(_)
+                | ApiError::Http {
+                    status: 502..=504,
+                    ..
+                }
+        )
+    }
+
     pub fn errcode(&self) -> Option<&str> {
         match self {
             ApiError::Http { errcode, .. } => errcode.as_deref(),

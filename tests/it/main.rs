@@ -2,6 +2,7 @@
 //! admin API, and end-to-end runs against a real Synapse.
 
 mod cli;
+mod faults;
 mod mock;
 mod synapse;
 mod util;
