@@ -3,6 +3,8 @@
 
 mod cli;
 mod faults;
+mod input_props;
+mod interrupt;
 mod mock;
 mod synapse;
 mod util;
