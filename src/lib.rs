@@ -18,7 +18,7 @@ pub mod synapse;
 pub mod user_id;
 pub mod user_set;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ use crate::report::{Earlier, Ending, Results, SummaryInput};
 use crate::retry::{AuthFailure, CallError, Pacer, Policy, Stop};
 use crate::synapse::{ApiError, Client, ServerVersion};
 use crate::user_id::UserId;
-use crate::user_set::UserSet;
+use crate::user_set::SEEN;
 
 /// What the reader thread hands the consumer, one item per non-empty input line.
 enum Feed {
@@ -65,7 +65,8 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
 
     let input = Input::open(settings.source.clone(), &settings.columns)?;
     let journal_path = journal::path_for(&settings.output);
-    let (results, earlier, earlier_passwords, created) = open_results(&settings, &journal_path)?;
+    let opening = open_results(&settings, &journal_path)?;
+    let created = matches!(opening, Opening::New(_));
 
     let client = Client::new(
         &settings.homeserver,
@@ -88,6 +89,14 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
         "Synapse {} at {} · admin {} · server name {}",
         preflight.version.text, settings.homeserver, preflight.admin, preflight.server_name
     ));
+    let (results, earlier, earlier_passwords) = match opening {
+        Opening::New(results) => (
+            results,
+            Earlier::none(&preflight.server_name),
+            HashMap::new(),
+        ),
+        Opening::Resume => resume_results(&settings, &journal_path, &preflight.server_name)?,
+    };
     if settings.resume && earlier.counts.rows() > 0 {
         say(&format!(
             "Resuming: {} rows already in {}, {} journaled password(s) to check again",
@@ -287,9 +296,14 @@ fn exit_now(results: &mut Results) -> ! {
     std::process::exit(130)
 }
 
-type Opened = (Results, Earlier, HashMap<String, String>, bool);
+/// The results file before the preflight: created for a new run, or found
+/// for a resumed one (read once the server name is known).
+enum Opening {
+    New(Results),
+    Resume,
+}
 
-fn open_results(settings: &Settings, journal_path: &Path) -> anyhow::Result<Opened> {
+fn open_results(settings: &Settings, journal_path: &Path) -> anyhow::Result<Opening> {
     let out = &settings.output;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
@@ -301,16 +315,7 @@ fn open_results(settings: &Settings, journal_path: &Path) -> anyhow::Result<Open
         }
     }
     if settings.resume && out.exists() {
-        let (results, earlier) = Results::resume(out)?;
-        if earlier.dry_run && !settings.dry_run {
-            bail!(
-                "{} holds the results of a --dry-run; a real run needs its own results file: \
-                 choose another --output",
-                out.display()
-            );
-        }
-        let passwords = journal::read(journal_path)?;
-        return Ok((results, earlier, passwords, false));
+        return Ok(Opening::Resume);
     }
     if !settings.resume && journal_path.exists() {
         bail!(
@@ -320,8 +325,26 @@ fn open_results(settings: &Settings, journal_path: &Path) -> anyhow::Result<Open
             out.display()
         );
     }
-    let results = Results::create(out)?;
-    Ok((results, Earlier::default(), HashMap::new(), true))
+    Ok(Opening::New(Results::create(out)?))
+}
+
+/// Reads what an earlier run left, for `--resume`.
+fn resume_results(
+    settings: &Settings,
+    journal_path: &Path,
+    server_name: &str,
+) -> anyhow::Result<(Results, Earlier, HashMap<String, String>)> {
+    let out = &settings.output;
+    let (results, earlier) = Results::resume(out, server_name)?;
+    if earlier.dry_run && !settings.dry_run {
+        bail!(
+            "{} holds the results of a --dry-run; a real run needs its own results file: \
+             choose another --output",
+            out.display()
+        );
+    }
+    let passwords = journal::read(journal_path)?;
+    Ok((results, earlier, passwords))
 }
 
 struct Preflight {
@@ -409,22 +432,22 @@ async fn preflight(client: &Client, settings: &Settings) -> anyhow::Result<Prefl
 /// The reader thread: parses lines, removes duplicates, and skips what an
 /// earlier run already recorded. Sends one item per non-empty line.
 fn read_input(mut input: Input, server_name: &str, earlier: Earlier, tx: mpsc::Sender<Feed>) {
-    let mut seen = UserSet::new();
     let Earlier {
-        users: done_users,
-        invalid_lines,
+        users: mut seen,
+        invalid_lines: done_invalid,
         ..
     } = earlier;
-    let done_invalid: HashSet<u64> = invalid_lines;
     loop {
         let item = match input.next_row(server_name) {
             Ok(None) => return,
             Ok(Some(row)) => match &row.user {
                 Err(_) if done_invalid.contains(&row.line) => Feed::Earlier,
                 Err(_) => Feed::User(row),
-                Ok(id) if !seen.insert(id.as_str()) => Feed::Duplicate,
-                Ok(id) if done_users.contains(id.as_str()) => Feed::Earlier,
-                Ok(_) => Feed::User(row),
+                Ok(id) => match seen.visit(id.as_str(), SEEN) {
+                    None => Feed::User(row),
+                    Some(flags) if flags & SEEN != 0 => Feed::Duplicate,
+                    Some(_) => Feed::Earlier,
+                },
             },
             Err(e) => Feed::Broken(e),
         };

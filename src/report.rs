@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::user_set::UserSet;
+use crate::user_set::{UserSet, DONE};
 
 pub const HEADER: [&str; 5] = ["user_id", "status", "password", "error", "line"];
 
@@ -126,15 +126,27 @@ impl Counts {
 }
 
 /// What an earlier run left in the results file, for `--resume`.
-#[derive(Default)]
 pub struct Earlier {
-    /// Users with a row: their status is final and they are not checked again.
+    /// Users with a row (flag `DONE`): their status is final and they are not
+    /// checked again. The input reader goes on to use this set to find duplicates.
     pub users: UserSet,
     /// Lines that already have an `invalid` row.
     pub invalid_lines: std::collections::HashSet<u64>,
     pub counts: Counts,
     /// Whether the earlier rows came from a `--dry-run`.
     pub dry_run: bool,
+}
+
+impl Earlier {
+    /// Nothing earlier: a new run.
+    pub fn none(server_name: &str) -> Self {
+        Earlier {
+            users: UserSet::new(server_name),
+            invalid_lines: Default::default(),
+            counts: Counts::default(),
+            dry_run: false,
+        }
+    }
 }
 
 /// The results file, open for appending rows.
@@ -189,7 +201,7 @@ impl Results {
 
     /// Opens an existing results file to continue it, reading what it holds.
     /// A last line cut short by a crash is removed; its user is simply done again.
-    pub fn resume(path: &Path) -> anyhow::Result<(Self, Earlier)> {
+    pub fn resume(path: &Path, server_name: &str) -> anyhow::Result<(Self, Earlier)> {
         let mut file = open_private(path, false)
             .with_context(|| format!("cannot open results file {} to resume", path.display()))?;
         let mut text = Vec::new();
@@ -203,7 +215,7 @@ impl Results {
         }
         file.seek(SeekFrom::End(0))?;
 
-        let mut earlier = Earlier::default();
+        let mut earlier = Earlier::none(server_name);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
@@ -240,16 +252,24 @@ impl Results {
                 )
             })?;
             let line: u64 = rec.get(4).and_then(|l| l.parse().ok()).unwrap_or(0);
+            let user = rec.get(0).unwrap_or_default();
+            if status != Status::Invalid && crate::user_id::UserId::parse(user).is_err() {
+                bail!(
+                    "results file {}, row {}: {user:?} is not a user ID; refusing to resume into it",
+                    path.display(),
+                    i + 2
+                );
+            }
             match status {
                 Status::Invalid => {
                     earlier.invalid_lines.insert(line);
                 }
                 Status::WouldReactivate => {
                     earlier.dry_run = true;
-                    earlier.users.insert(rec.get(0).unwrap_or_default());
+                    earlier.users.visit(user, DONE);
                 }
                 _ => {
-                    earlier.users.insert(rec.get(0).unwrap_or_default());
+                    earlier.users.visit(user, DONE);
                 }
             }
             earlier.counts.add(status);
@@ -489,7 +509,7 @@ mod tests {
         f.write_all(b"@d:x,reactivated,abc").unwrap();
         drop(f);
 
-        let (mut r, earlier) = Results::resume(&path).unwrap();
+        let (mut r, earlier) = Results::resume(&path, "x").unwrap();
         assert!(earlier.users.contains("@a:x"));
         assert!(earlier.users.contains("@c:x"));
         assert!(!earlier.users.contains("@d:x"));
@@ -511,7 +531,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.csv");
         std::fs::write(&path, "user_id\n@a:x\n").unwrap();
-        let e = Results::resume(&path).err().unwrap();
+        let e = Results::resume(&path, "x").err().unwrap();
         assert!(e.to_string().contains("not a results file"), "{e}");
     }
 

@@ -1,0 +1,573 @@
+//! Performance benchmark: throughput, pacing, memory, a real Synapse, start-up.
+//!
+//! Run with `scripts/bench.sh` (which also starts a Synapse with
+//! `bcrypt_rounds: 12` for the real-server figures), or `cargo bench --bench perf`
+//! for the mock-server figures alone. Prints a Markdown table of medians.
+//!
+//! The tool runs as a real process (the release binary) against a small hyper
+//! server in this process that answers at once; CPU time and peak RSS come from
+//! the kernel (`wait4`).
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+
+const BIN: &str = env!("CARGO_BIN_EXE_matrix-reactivate");
+const TOKEN: &str = "syt_bench_token";
+
+// ---------------------------------------------------------------- mock server
+
+#[derive(Default)]
+struct Mock {
+    requests: AtomicU64,
+    gets: AtomicU64,
+    puts: AtomicU64,
+    /// When each PUT arrived, for the pacing figures.
+    put_times: Mutex<Vec<Instant>>,
+}
+
+impl Mock {
+    fn reset(&self) {
+        self.requests.store(0, Ordering::SeqCst);
+        self.gets.store(0, Ordering::SeqCst);
+        self.puts.store(0, Ordering::SeqCst);
+        self.put_times.lock().unwrap().clear();
+    }
+}
+
+async fn answer(
+    mock: Arc<Mock>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    mock.requests.fetch_add(1, Ordering::Relaxed);
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    // Drain the body so the connection can be reused.
+    let _ = req.into_body().collect().await;
+    let body: &'static [u8] = if method == Method::PUT {
+        mock.puts.fetch_add(1, Ordering::Relaxed);
+        mock.put_times.lock().unwrap().push(Instant::now());
+        b"{}"
+    } else if path == "/_synapse/admin/v1/server_version" {
+        br#"{"server_version":"1.163.2"}"#
+    } else if path == "/_matrix/client/v3/account/whoami" {
+        br#"{"user_id":"@admin:example.org"}"#
+    } else if path.ends_with("/admin") {
+        br#"{"admin":true}"#
+    } else {
+        mock.gets.fetch_add(1, Ordering::Relaxed);
+        br#"{"name":"@u:example.org","deactivated":true,"erased":false,"locked":false,"admin":false}"#
+    };
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(body)))
+        .expect("a valid response"))
+}
+
+/// Starts the mock on its own thread and single-threaded runtime.
+fn start_mock() -> (SocketAddr, Arc<Mock>) {
+    let mock = Arc::new(Mock::default());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("address");
+    let m = mock.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let m = m.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| answer(m.clone(), req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    (addr, mock)
+}
+
+// ---------------------------------------------------------------- running the tool
+
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kib: u64,
+    code: i32,
+}
+
+/// Runs the tool to completion (or until `stop_after`, then SIGINT) and
+/// measures it with `wait4`.
+fn run_tool(
+    dir: &Path,
+    url: &str,
+    args: &[&str],
+    token: &str,
+    stop_after: Option<Duration>,
+) -> Run {
+    let _ = std::fs::remove_file(dir.join("out.csv"));
+    let _ = std::fs::remove_file(dir.join("out.csv.journal"));
+    let started = Instant::now();
+    let child = Command::new(BIN)
+        .current_dir(dir)
+        .env("MATRIX_ADMIN_TOKEN", token)
+        .args([
+            "-H",
+            url,
+            "in.csv",
+            "-o",
+            "out.csv",
+            "--quiet",
+            "--no-progress",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("the tool starts");
+    let pid = child.id() as libc::pid_t;
+    if let Some(d) = stop_after {
+        std::thread::sleep(d);
+        unsafe { libc::kill(pid, libc::SIGINT) };
+    }
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid, "wait4");
+    let wall = started.elapsed();
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    std::mem::forget(child);
+    Run {
+        wall,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        max_rss_kib: ru.ru_maxrss as u64,
+        code: if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        },
+    }
+}
+
+fn write_input(dir: &Path, n: usize, server: &str, prefix: &str) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("in.csv")).expect("input"));
+    writeln!(f, "user_id").unwrap();
+    for i in 0..n {
+        writeln!(f, "@{prefix}{i:07}:{server}").unwrap();
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+struct Table(Vec<[String; 4]>);
+
+impl Table {
+    fn row(&mut self, what: &str, target: &str, got: String, ok: bool) {
+        let verdict = if ok { "met" } else { "NOT met" };
+        println!("| {what} | {target} | {got} | {verdict} |");
+        self.0
+            .push([what.into(), target.into(), got, verdict.into()]);
+    }
+}
+
+fn scratch() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("matrix-reactivate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+// ---------------------------------------------------------------- the figures
+
+fn throughput(t: &mut Table, url: &str, mock: &Mock, dir: &Path, rounds: usize) {
+    let n = 100_000;
+    write_input(dir, n, "example.org", "user");
+    let mut rates = vec![];
+    let mut cpus = vec![];
+    let mut rss = vec![];
+    for _ in 0..rounds {
+        mock.reset();
+        let r = run_tool(
+            dir,
+            url,
+            &["--rate", "0", "--concurrency", "64"],
+            TOKEN,
+            None,
+        );
+        assert_eq!(r.code, 0, "throughput run failed");
+        assert_eq!(mock.puts.load(Ordering::SeqCst), n as u64);
+        rates.push(n as f64 / r.wall.as_secs_f64());
+        cpus.push(r.cpu.as_secs_f64() * 1e6 / n as f64);
+        rss.push(r.max_rss_kib as f64 / 1024.0);
+        eprintln!(
+            "  throughput: {:.0} users/s, {:.1} µs CPU/user, {:.1} MB",
+            rates.last().unwrap(),
+            cpus.last().unwrap(),
+            rss.last().unwrap()
+        );
+    }
+    let rate = median(rates.clone());
+    t.row(
+        "1. 100,000 users, --rate 0 --concurrency 64, journal on",
+        "≥ 5,000 users/s",
+        format!(
+            "{rate:.0} users/s (runs: {}); tool CPU {:.1} µs/user",
+            fmt_list(&rates, 0),
+            median(cpus)
+        ),
+        rate >= 5000.0,
+    );
+    t.row(
+        "3. peak RSS, 100,000 rows, real run",
+        "same order as 1M",
+        format!("{:.1} MB", median(rss)),
+        true,
+    );
+}
+
+fn fmt_list(v: &[f64], prec: usize) -> String {
+    v.iter()
+        .map(|x| format!("{x:.prec$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn pacing(t: &mut Table, url: &str, mock: &Mock, dir: &Path, rounds: usize) {
+    // 1,001 users at 50/s: the first PUT at 0 s, the last at 20 s.
+    write_input(dir, 1001, "example.org", "pace");
+    let (mut rates, mut windows) = (vec![], vec![]);
+    for _ in 0..rounds {
+        mock.reset();
+        let r = run_tool(
+            dir,
+            url,
+            &["--rate", "50", "--burst", "1", "--concurrency", "8"],
+            TOKEN,
+            None,
+        );
+        assert_eq!(r.code, 0);
+        let times = mock.put_times.lock().unwrap().clone();
+        let span = (times[times.len() - 1] - times[0]).as_secs_f64();
+        rates.push((times.len() - 1) as f64 / span);
+        let mut max_window = 0;
+        for i in 0..times.len() {
+            let c = times[i..]
+                .iter()
+                .take_while(|&&x| x - times[i] < Duration::from_secs(1))
+                .count();
+            max_window = max_window.max(c);
+        }
+        windows.push(max_window as f64);
+        eprintln!(
+            "  pacing 50/s: {:.3}/s over {span:.2} s, max {max_window} in 1 s",
+            rates.last().unwrap()
+        );
+    }
+    let rate = median(rates.clone());
+    let worst = windows.iter().cloned().fold(0.0, f64::max);
+    t.row(
+        "2. --rate 50 --burst 1, 20 s",
+        "50/s ± 1 %, no 1 s window > 51",
+        format!(
+            "{rate:.3}/s (runs: {}); busiest 1 s window: {worst:.0} PUTs",
+            fmt_list(&rates, 3)
+        ),
+        (rate - 50.0).abs() <= 0.5 && worst <= 51.0,
+    );
+
+    write_input(dir, 100, "example.org", "slow");
+    let mut counts = vec![];
+    for _ in 0..rounds.min(2) {
+        mock.reset();
+        let r = run_tool(
+            dir,
+            url,
+            &["--rate", "0.5"],
+            TOKEN,
+            Some(Duration::from_secs(21)),
+        );
+        assert_eq!(r.code, 130);
+        let times = mock.put_times.lock().unwrap().clone();
+        let c = times
+            .iter()
+            .filter(|&&x| x - times[0] < Duration::from_secs(20))
+            .count();
+        counts.push(c as f64);
+        eprintln!("  pacing 0.5/s: {c} PUTs in 20 s");
+    }
+    t.row(
+        "2. --rate 0.5, 20 s",
+        "10 ± 1 PUTs",
+        format!(
+            "{} PUTs (runs: {})",
+            median(counts.clone()),
+            fmt_list(&counts, 0)
+        ),
+        counts.iter().all(|c| (9.0..=11.0).contains(c)),
+    );
+}
+
+fn memory(t: &mut Table, url: &str, mock: &Mock, dir: &Path) {
+    let n = 1_000_000;
+    write_input(dir, n, "example.org", "mem");
+    for (label, args) in [
+        (
+            "dry run",
+            &["--dry-run", "--rate", "0", "--concurrency", "64"][..],
+        ),
+        ("real run", &["--rate", "0", "--concurrency", "64"][..]),
+    ] {
+        mock.reset();
+        let r = run_tool(dir, url, args, TOKEN, None);
+        assert_eq!(r.code, 0);
+        let mb = r.max_rss_kib as f64 / 1024.0;
+        eprintln!(
+            "  memory 1M {label}: {mb:.1} MB in {:.1} s",
+            r.wall.as_secs_f64()
+        );
+        t.row(
+            &format!("3. peak RSS, 1,000,000 rows, {label}"),
+            "< 50 MB",
+            format!(
+                "{mb:.1} MB ({:.0} users/s)",
+                n as f64 / r.wall.as_secs_f64()
+            ),
+            mb < 50.0,
+        );
+    }
+}
+
+fn startup(t: &mut Table, url: &str, mock: &Mock, dir: &Path) {
+    let mut times = vec![];
+    for _ in 0..30 {
+        let s = Instant::now();
+        let out = Command::new(BIN)
+            .arg("--help")
+            .output()
+            .expect("--help runs");
+        assert!(out.status.success());
+        times.push(s.elapsed().as_secs_f64() * 1000.0);
+    }
+    let m = median(times);
+    t.row(
+        "5. `--help`",
+        "< 20 ms",
+        format!("{m:.1} ms (median of 30)"),
+        m < 20.0,
+    );
+
+    std::fs::write(dir.join("in.csv"), "user_id\n").unwrap();
+    mock.reset();
+    let r = run_tool(dir, url, &[], TOKEN, None);
+    assert_eq!(r.code, 0);
+    let n = mock.requests.load(Ordering::SeqCst);
+    t.row(
+        "5. preflight",
+        "≤ 3 requests",
+        format!("{n} requests"),
+        n <= 3,
+    );
+}
+
+// ---------------------------------------------------------------- real Synapse
+
+fn synapse(t: &mut Table, dir: &Path) {
+    let (Ok(url), Ok(token)) = (
+        std::env::var("SYNAPSE_URL"),
+        std::env::var("SYNAPSE_ADMIN_TOKEN"),
+    ) else {
+        eprintln!("no SYNAPSE_URL: skipping the real-Synapse figures (run scripts/bench.sh)");
+        return;
+    };
+    let server = std::env::var("SYNAPSE_SERVER_NAME").unwrap_or_else(|_| "localhost".into());
+    let python =
+        std::env::var("SYNAPSE_PYTHON_BIN").expect("SYNAPSE_PYTHON_BIN: the Synapse venv's python");
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+
+    // One bcrypt hash at the server's cost, on this machine, the way Synapse does it.
+    let out = Command::new(&python)
+        .args(["-c", "import bcrypt,time,statistics\nts=[]\nfor _ in range(9):\n s=time.perf_counter(); bcrypt.hashpw(b'benchmark-password-123', bcrypt.gensalt(12)); ts.append(time.perf_counter()-s)\nprint(statistics.median(ts))"])
+        .output()
+        .expect("python runs");
+    let hash: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a hash time");
+    let n = 200;
+    let bound = n as f64 * hash / cores as f64;
+    eprintln!(
+        "  bcrypt(12): {:.0} ms; bound for {n} users on {cores} cores: {bound:.1} s",
+        hash * 1000.0
+    );
+
+    let client = admin::Admin::new(&url, &token);
+    let prefix = format!("b{}x", std::process::id());
+    let ids: Vec<String> = (0..n)
+        .map(|i| format!("@{prefix}{i:07}:{server}"))
+        .collect();
+    for id in &ids {
+        client.create_deactivated(id);
+    }
+    write_input(dir, n, &server, &prefix);
+    let conc = cores.to_string();
+    let r = run_tool(
+        dir,
+        &url,
+        &["--rate", "0", "--concurrency", &conc],
+        &token,
+        None,
+    );
+    assert_eq!(r.code, 0, "the real-Synapse run failed");
+    let wall = r.wall.as_secs_f64();
+    t.row(
+        &format!("4. real Synapse, bcrypt_rounds 12, {n} users, --concurrency {cores} --rate 0"),
+        &format!(
+            "≤ 1.15 × bound ({bound:.1} s = {n} × {:.0} ms ÷ {cores} cores)",
+            hash * 1000.0
+        ),
+        format!("{wall:.1} s = {:.2} × bound", wall / bound),
+        wall <= 1.15 * bound,
+    );
+
+    // The loop an admin would write: one curl PUT after another.
+    for id in &ids {
+        client.deactivate(id);
+    }
+    let script = dir.join("curl-loop.sh");
+    let mut s = String::from("set -e\n");
+    for id in &ids {
+        let enc = id.replace('@', "%40").replace(':', "%3A");
+        s.push_str(&format!(
+            "curl -sf -o /dev/null -X PUT -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{{\"deactivated\":false,\"password\":\"Pw-{}\"}}' \"$URL/_synapse/admin/v2/users/{enc}\"\n",
+            enc.len()
+        ));
+    }
+    std::fs::write(&script, s).unwrap();
+    let start = Instant::now();
+    let st = Command::new("bash")
+        .arg(&script)
+        .env("TOKEN", &token)
+        .env("URL", &url)
+        .status()
+        .expect("bash");
+    assert!(st.success(), "curl loop failed");
+    let curl = start.elapsed().as_secs_f64();
+    t.row(
+        &format!("4. baseline: shell loop of {n} curl PUTs"),
+        "for comparison",
+        format!("{curl:.1} s = {:.2} × bound ({:.1}× slower than matrix-reactivate, which also checks each user first)", curl / bound, curl / wall),
+        true,
+    );
+}
+
+/// A tiny admin client (curl) for setting up the real-Synapse figures.
+mod admin {
+    use std::process::Command;
+
+    pub struct Admin {
+        url: String,
+        token: String,
+    }
+
+    impl Admin {
+        pub fn new(url: &str, token: &str) -> Self {
+            Admin {
+                url: url.into(),
+                token: token.into(),
+            }
+        }
+
+        fn call(&self, method: &str, path: &str, body: &str) {
+            let st = Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", "-X", method, "-H"])
+                .arg(format!("Authorization: Bearer {}", self.token))
+                .args(["-H", "Content-Type: application/json", "-d", body])
+                .arg(format!("{}{}", self.url, path))
+                .status()
+                .expect("curl runs");
+            assert!(st.success(), "{method} {path}");
+        }
+
+        pub fn create_deactivated(&self, id: &str) {
+            let enc = id.replace('@', "%40").replace(':', "%3A");
+            // No password: creating costs no hash.
+            self.call("PUT", &format!("/_synapse/admin/v2/users/{enc}"), "{}");
+            self.deactivate(id);
+        }
+
+        pub fn deactivate(&self, id: &str) {
+            let enc = id.replace('@', "%40").replace(':', "%3A");
+            self.call(
+                "POST",
+                &format!("/_synapse/admin/v1/deactivate/{enc}"),
+                r#"{"erase":false}"#,
+            );
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let only: Option<&str> = args.first().map(String::as_str);
+    let want = |name: &str| only.is_none_or(|o| o == name);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let (addr, mock) = start_mock();
+    let url = format!("http://{addr}");
+    let dir = scratch();
+    let mut t = Table(vec![]);
+    println!("| figure | target | measured (median) | |");
+    println!("|---|---|---|---|");
+    if want("startup") {
+        startup(&mut t, &url, &mock, &dir);
+    }
+    if want("throughput") {
+        throughput(&mut t, &url, &mock, &dir, rounds);
+    }
+    if want("pacing") {
+        pacing(&mut t, &url, &mock, &dir, rounds);
+    }
+    if want("memory") {
+        memory(&mut t, &url, &mock, &dir);
+    }
+    if want("synapse") {
+        synapse(&mut t, &dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
