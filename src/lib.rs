@@ -91,7 +91,7 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
     ));
     let (results, earlier, earlier_passwords) = match opening {
         Opening::New(results) => (
-            results,
+            *results,
             Earlier::none(&preflight.server_name),
             HashMap::new(),
         ),
@@ -299,7 +299,7 @@ fn exit_now(results: &mut Results) -> ! {
 /// The results file before the preflight: created for a new run, or found
 /// for a resumed one (read once the server name is known).
 enum Opening {
-    New(Results),
+    New(Box<Results>),
     Resume,
 }
 
@@ -325,7 +325,7 @@ fn open_results(settings: &Settings, journal_path: &Path) -> anyhow::Result<Open
             out.display()
         );
     }
-    Ok(Opening::New(Results::create(out)?))
+    Ok(Opening::New(Box::new(Results::create(out)?)))
 }
 
 /// Reads what an earlier run left, for `--resume`.
