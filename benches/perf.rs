@@ -129,7 +129,19 @@ fn run_tool(
     let _ = std::fs::remove_file(dir.join("out.csv"));
     let _ = std::fs::remove_file(dir.join("out.csv.journal"));
     let started = Instant::now();
-    let child = Command::new(BIN)
+    // BENCH_WRAP="perf record -g -o /tmp/perf.data --" runs the tool under a profiler.
+    let wrap: Vec<String> = std::env::var("BENCH_WRAP")
+        .map(|w| w.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let mut cmd = match wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let child = cmd
         .current_dir(dir)
         .env("MATRIX_ADMIN_TOKEN", token)
         .args([

@@ -15,6 +15,7 @@ pub mod progress;
 pub mod report;
 pub mod retry;
 pub mod synapse;
+pub mod throttle;
 pub mod user_id;
 pub mod user_set;
 
@@ -122,11 +123,11 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
         Some(Journal::open(&journal_path)?)
     };
     let pacer = Pacer::new(settings.retry.clone());
-    let limiter = pipeline::limiter(settings.rate, settings.burst);
+    let throttle = throttle::Throttle::new(settings.rate, settings.burst);
     let worker = Worker {
         client: &client,
         pacer: &pacer,
-        limiter: limiter.as_ref(),
+        throttle: throttle.as_ref(),
         journal: journal.as_ref(),
         server_name: &preflight.server_name,
         dry_run: settings.dry_run,
@@ -137,7 +138,7 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
     let mut sink = Sink {
         results,
         counts,
-        progress: Progress::new(settings.show_progress, total),
+        progress: Progress::new(settings.quiet, settings.show_progress, total),
         pacer: &pacer,
         journal_path: &journal_path,
         unreached: Vec::new(),

@@ -11,10 +11,6 @@
 //! in `lib.rs`, which owns the results file and the progress display.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::time::Duration;
-
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::config::Passwords;
 use crate::input::InputRow;
@@ -22,12 +18,13 @@ use crate::journal::Journal;
 use crate::report::{ResultRow, Status};
 use crate::retry::{AuthFailure, CallError, Pacer};
 use crate::synapse::{ApiError, Client, Lookup};
+use crate::throttle::Throttle;
 
 /// Everything a user's processing needs, shared by reference across the run.
 pub struct Worker<'a> {
     pub client: &'a Client,
     pub pacer: &'a Pacer,
-    pub limiter: Option<&'a DefaultDirectRateLimiter>,
+    pub throttle: Option<&'a Throttle>,
     /// `None` in a dry run.
     pub journal: Option<&'a Journal>,
     pub server_name: &'a str,
@@ -57,14 +54,6 @@ fn failed(e: &ApiError, row: ResultRow) -> Done {
     } else {
         Done::Row(row)
     }
-}
-
-/// Builds the limiter for the reactivation PUTs; `None` means no limit.
-pub fn limiter(rate: Option<f64>, burst: NonZeroU32) -> Option<DefaultDirectRateLimiter> {
-    let rate = rate?;
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let quota = Quota::with_period(period)?.allow_burst(burst);
-    Some(RateLimiter::direct(quota))
 }
 
 impl Worker<'_> {
@@ -175,11 +164,11 @@ impl Worker<'_> {
             }
         }
 
-        if let Some(limiter) = self.limiter {
+        if let Some(throttle) = self.throttle {
             // Waiting for a slot is not a request in flight: an interruption
             // ends it. The password is journaled, so --resume reuses it.
             tokio::select! {
-                _ = limiter.until_ready() => {}
+                _ = throttle.acquire() => {}
                 _ = self.pacer.stopped() => return Done::Abandoned,
             }
         }
@@ -224,11 +213,5 @@ mod tests {
         assert!(short.len() < 320, "{}", short.len());
         assert!(short.ends_with("(2000 bytes)"));
         assert_eq!(shorten("abc"), "abc");
-    }
-
-    #[test]
-    fn zero_rate_means_no_limiter() {
-        assert!(limiter(None, NonZeroU32::MIN).is_none());
-        assert!(limiter(Some(0.5), NonZeroU32::MIN).is_some());
     }
 }

@@ -13,9 +13,14 @@ use crate::report::Counts;
 pub const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
 
 enum Mode {
+    /// `--quiet`: nothing at all.
+    Silent,
+    /// `--no-progress`: no progress, but messages still print.
     Hidden,
     Bar(ProgressBar),
-    Plain { last: Instant },
+    Plain {
+        last: Instant,
+    },
 }
 
 pub struct Progress {
@@ -29,8 +34,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(show: bool, total: Option<u64>) -> Self {
-        let mode = if !show {
+    pub fn new(quiet: bool, show: bool, total: Option<u64>) -> Self {
+        let mode = if quiet {
+            Mode::Silent
+        } else if !show {
             Mode::Hidden
         } else if std::io::stderr().is_terminal() {
             let bar = match total {
@@ -68,7 +75,7 @@ impl Progress {
             self.skipped += 1;
         }
         match &mut self.mode {
-            Mode::Hidden => {}
+            Mode::Silent | Mode::Hidden => {}
             Mode::Bar(bar) => {
                 bar.set_position(self.done);
                 bar.set_message(counts.brief());
@@ -117,8 +124,9 @@ impl Progress {
     /// Prints a message without breaking the bar.
     pub fn println(&self, msg: &str) {
         match &self.mode {
+            Mode::Silent => {}
             Mode::Bar(bar) => bar.println(msg),
-            _ => eprintln!("{msg}"),
+            Mode::Hidden | Mode::Plain { .. } => eprintln!("{msg}"),
         }
     }
 
