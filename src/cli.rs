@@ -20,15 +20,23 @@ EXAMPLES:
   SSO-only server, no passwords:
     matrix-reactivate -H https://matrix.example.org users.csv -o results.csv --no-password
 
+  Give back the rooms they were made to leave by the deactivation at 01:00 UTC:
+    matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \
+        --rejoin-rooms --left-since 2026-11-26T01:00:00Z
+
 INPUT:
   A CSV file (or - for standard input) with one user per row: full user IDs
   (@alice:example.org) or bare localparts (alice). The header row is optional.
+  Optional columns give back what deactivation took, after the reactivation:
+  displayname, avatar_url (mxc://), email (several separated by ;), and the
+  rooms of --rooms-column.
 
 RESULTS:
-  A CSV created with mode 0600: user_id,status,password,error,line. One row per
-  distinct user of the input and one `invalid` row per unusable line. Statuses:
-  reactivated, would_reactivate, already_active, not_found, erased, not_local,
-  invalid, failed. Rows are written as each user finishes.
+  A CSV created with mode 0600: user_id,status,password,error,line,
+  rooms_rejoined,rooms_failed. One row per distinct user of the input and one
+  `invalid` row per unusable line. Statuses: reactivated, would_reactivate,
+  unlocked, would_unlock, already_active, not_found, erased, not_local, invalid,
+  failed. Rows are written as each user finishes.
 
 EXIT CODES:
   0    every user was reactivated, already active, or would be (--dry-run)
@@ -36,7 +44,8 @@ EXIT CODES:
        input, results file exists, the server refused the token mid-run, ...
   2    usage error
   3    the run finished but some rows need attention (invalid, not_local,
-       not_found, erased, failed)
+       not_found, erased, failed, or a reactivated user whose rooms or
+       profile were not all given back)
   130  interrupted (Ctrl-C or SIGTERM); run again with --resume to finish";
 
 /// Bulk-reactivate deactivated Matrix accounts on a Synapse homeserver.
@@ -118,6 +127,22 @@ pub struct Cli {
     /// Reactivate without setting a password (SSO/LDAP-only servers; Synapse 1.99 or later)
     #[arg(long)]
     pub no_password: bool,
+
+    /// Rejoin the rooms each reactivated user left at or after --left-since (Synapse 1.145+)
+    #[arg(long, requires = "left_since")]
+    pub rejoin_rooms: bool,
+
+    /// When the mistaken deactivation began: RFC 3339 (2026-11-26T01:00:00Z) or Unix time in ms
+    #[arg(long, value_name = "TIME", requires = "rejoin_rooms")]
+    pub left_since: Option<String>,
+
+    /// Input column of rooms to join per reactivated user (room IDs or aliases, separated by ;)
+    #[arg(long, value_name = "NAME")]
+    pub rooms_column: Option<String>,
+
+    /// Also unlock locked users (a locked active user is otherwise left alone)
+    #[arg(long)]
+    pub unlock: bool,
 
     /// PEM file of a CA certificate to trust, for a server behind a private CA
     #[arg(long, value_name = "PEM")]

@@ -49,6 +49,9 @@ pub struct Settings {
     pub include_erased: bool,
     pub passwords: Passwords,
     pub ca_cert: Option<reqwest::Certificate>,
+    /// `--left-since` in Unix milliseconds, when `--rejoin-rooms` is given.
+    pub rejoin_rooms_since: Option<i64>,
+    pub unlock: bool,
     pub quiet: bool,
     pub show_progress: bool,
 }
@@ -123,12 +126,17 @@ impl Settings {
             }
         }
         let ca_cert = cli.ca_cert.as_deref().map(read_ca_cert).transpose()?;
+        let rejoin_rooms_since = match (&cli.left_since, cli.rejoin_rooms) {
+            (Some(t), true) => Some(parse_time(t)?),
+            _ => None,
+        };
 
         Ok(Settings {
             source: Source::from_arg(&cli.input),
             columns: Columns {
                 user: cli.column,
                 password: cli.password_column,
+                rooms: cli.rooms_column,
             },
             homeserver,
             token,
@@ -149,6 +157,8 @@ impl Settings {
             include_erased: cli.include_erased,
             passwords,
             ca_cert,
+            rejoin_rooms_since,
+            unlock: cli.unlock,
             quiet: cli.quiet,
             show_progress: !cli.quiet && !cli.no_progress,
         })
@@ -228,6 +238,24 @@ fn read_token(file: Option<&Path>, env_token: Option<String>) -> anyhow::Result<
     Ok(SecretString::from(token.to_owned()))
 }
 
+/// `--left-since`: Unix milliseconds, or an RFC 3339 time with its offset.
+fn parse_time(text: &str) -> anyhow::Result<i64> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse::<i64>().map_err(|_| {
+            UsageError(format!("--left-since {text}: too large for a time in ms")).into()
+        });
+    }
+    let when = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+            UsageError(format!(
+                "--left-since {text}: not an RFC 3339 time ({e}); give e.g. \
+                 2026-11-26T01:00:00Z, or Unix time in milliseconds"
+            ))
+        })?;
+    Ok((when.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 fn read_ca_cert(path: &Path) -> anyhow::Result<reqwest::Certificate> {
     let pem = std::fs::read(path)
         .with_context(|| format!("--ca-cert {}: cannot read it", path.display()))?;
@@ -295,6 +323,27 @@ mod tests {
         assert_eq!(s.rate, None);
         let s = settings(&["-H", "https://m.example.org", "--rate", "0.5"]).unwrap();
         assert_eq!(s.rate, Some(0.5));
+    }
+
+    #[test]
+    fn left_since_forms() {
+        assert_eq!(parse_time("1764118800000").unwrap(), 1_764_118_800_000);
+        assert_eq!(
+            parse_time("2025-11-26T01:00:00Z").unwrap(),
+            1_764_118_800_000
+        );
+        assert_eq!(
+            parse_time("2025-11-26T02:00:00+01:00").unwrap(),
+            1_764_118_800_000
+        );
+        assert!(parse_time("yesterday").is_err());
+        let h = ["-H", "https://m.example.org"];
+        let t = usage_text(&[h[0], h[1], "--rejoin-rooms", "--left-since", "26/11/2025"]);
+        assert!(t.contains("--left-since"), "{t}");
+        // --rejoin-rooms without --left-since is refused by the parser.
+        assert!(settings(&[h[0], h[1], "--rejoin-rooms"]).is_err());
+        let s = settings(&[h[0], h[1], "--rejoin-rooms", "--left-since", "1000"]).unwrap();
+        assert_eq!(s.rejoin_rooms_since, Some(1000));
     }
 
     #[test]

@@ -63,15 +63,44 @@ pub struct Columns {
     pub user: Option<String>,
     /// `--password-column`
     pub password: Option<String>,
+    /// `--rooms-column`
+    pub rooms: Option<String>,
 }
 
+/// Optional columns that give back what deactivation took, found by name.
+pub const DISPLAYNAME_COLUMN: &str = "displayname";
+pub const AVATAR_URL_COLUMN: &str = "avatar_url";
+pub const EMAIL_COLUMN: &str = "email";
+
 /// The layout decided from the first row.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Layout {
     pub has_header: bool,
     pub user_column: usize,
     pub user_column_name: Option<String>,
     pub password_column: Option<usize>,
+    pub rooms_column: Option<usize>,
+    pub displayname_column: Option<usize>,
+    pub avatar_url_column: Option<usize>,
+    pub email_column: Option<usize>,
+}
+
+/// What the input asks to give back to a user after reactivation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restore {
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub emails: Vec<String>,
+    /// Room IDs or aliases to join.
+    pub rooms: Vec<String>,
+    /// What in the input could not be used (a bad e-mail address, …), by name.
+    pub problems: Vec<String>,
+}
+
+impl Restore {
+    pub fn has_profile(&self) -> bool {
+        self.displayname.is_some() || self.avatar_url.is_some() || !self.emails.is_empty()
+    }
 }
 
 /// One non-empty line of the input.
@@ -83,6 +112,7 @@ pub struct InputRow {
     pub raw: String,
     pub user: Result<UserId, String>,
     pub password: Option<String>,
+    pub restore: Restore,
 }
 
 /// An opened input whose layout is known. Reading the first row happens in
@@ -324,12 +354,66 @@ impl Input {
             },
             (_, user) => (None, user),
         };
+        let restore = self.restore_from(record);
         InputRow {
             line,
             raw,
             user,
             password,
+            restore,
         }
+    }
+
+    fn restore_from(&self, record: &Record) -> Restore {
+        let l = &self.layout;
+        let text = |col: Option<usize>| -> Option<String> {
+            let cell = record.get(col?)?;
+            let t = String::from_utf8_lossy(cell).trim().to_owned();
+            (!t.is_empty()).then_some(t)
+        };
+        let list = |col: Option<usize>| -> Vec<String> {
+            text(col)
+                .map(|t| {
+                    t.split(';')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut r = Restore {
+            displayname: text(l.displayname_column),
+            ..Restore::default()
+        };
+        if let Some(url) = text(l.avatar_url_column) {
+            if url.starts_with("mxc://") && url.len() > 6 && !url.contains(char::is_whitespace) {
+                r.avatar_url = Some(url);
+            } else {
+                r.problems
+                    .push(format!("avatar_url {url:?} is not an mxc:// URI"));
+            }
+        }
+        for email in list(l.email_column) {
+            if valid_email(&email) {
+                r.emails.push(email);
+            } else {
+                r.problems
+                    .push(format!("email {email:?} is not an e-mail address"));
+            }
+        }
+        for room in list(l.rooms_column) {
+            if (room.starts_with('!') || room.starts_with('#'))
+                && room.len() > 1
+                && !room.contains(char::is_whitespace)
+            {
+                r.rooms.push(room);
+            } else {
+                r.problems
+                    .push(format!("room {room:?} is not a room ID or alias"));
+            }
+        }
+        r
     }
 
     fn column_label(&self) -> String {
@@ -338,6 +422,21 @@ impl Input {
             None => format!("{}", self.layout.user_column + 1),
         }
     }
+}
+
+/// A plain check of an e-mail address: one `@`, a local part, a domain with a
+/// dot, no spaces, at most 254 characters. The server checks the rest.
+pub fn valid_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    s.len() <= 254
+        && !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Counts the non-empty data lines of a file, for the progress total. `None`
@@ -452,11 +551,29 @@ pub fn decide_layout(
         None => None,
     };
 
+    let rooms_column = match &columns.rooms {
+        Some(name) if has_header => Some(find(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--rooms-column {name}: no such column in the header of {input_name} (it has: {})",
+                list()
+            )
+        })?),
+        Some(name) => {
+            bail!("--rooms-column {name}: {input_name} has no header row to name its columns")
+        }
+        None => None,
+    };
+    let named_column = |name: &str| if has_header { find(name) } else { None };
+
     Ok(Layout {
         has_header,
         user_column,
         user_column_name: has_header.then(|| cells[user_column].clone()),
         password_column,
+        rooms_column,
+        displayname_column: named_column(DISPLAYNAME_COLUMN),
+        avatar_url_column: named_column(AVATAR_URL_COLUMN),
+        email_column: named_column(EMAIL_COLUMN),
     })
 }
 
@@ -526,7 +643,7 @@ mod tests {
     fn explicit_column() {
         let cols = Columns {
             user: Some("Account".into()),
-            password: None,
+            ..Columns::default()
         };
         let l = layout_of("name,account\nx,@a:b", &cols).unwrap();
         assert_eq!((l.has_header, l.user_column), (true, 1));
@@ -538,8 +655,8 @@ mod tests {
     #[test]
     fn password_column_needs_a_header() {
         let cols = Columns {
-            user: None,
             password: Some("password".into()),
+            ..Columns::default()
         };
         let l = layout_of("user_id,Password\n@a:b,x", &cols).unwrap();
         assert_eq!(l.password_column, Some(1));
@@ -568,8 +685,8 @@ mod tests {
         let path = dir.path().join("in.csv");
         std::fs::write(&path, &text).unwrap();
         let cols = Columns {
-            user: None,
             password: Some("password".into()),
+            ..Columns::default()
         };
         let mut input = Input::open(Source::File(path), &cols).unwrap();
         let mut rows = vec![];
@@ -605,6 +722,50 @@ mod tests {
         assert!(rec.parse(b"\"x, \"\"y\"\"\",o\"brien,\r\n"));
         let fields: Vec<&[u8]> = rec.iter().collect();
         assert_eq!(fields, [&b"x, \"y\""[..], b"o\"brien", b""]);
+    }
+
+    #[test]
+    fn restore_columns_are_read_and_checked() {
+        let cols = Columns {
+            rooms: Some("Rooms".into()),
+            ..Columns::default()
+        };
+        let text = "user_id,DisplayName,avatar_url,email,rooms\n\
+                    alice,Alice Martin,mxc://example.org/abc,a@example.org; alice@work.example,!r1:example.org;#team:example.org\n\
+                    bob,,https://x/y.png,not-an-address,lobby\n";
+        let rows = rows_of(text, &cols).unwrap();
+        let a = &rows[0].restore;
+        assert_eq!(a.displayname.as_deref(), Some("Alice Martin"));
+        assert_eq!(a.avatar_url.as_deref(), Some("mxc://example.org/abc"));
+        assert_eq!(a.emails, ["a@example.org", "alice@work.example"]);
+        assert_eq!(a.rooms, ["!r1:example.org", "#team:example.org"]);
+        assert!(a.problems.is_empty());
+        let b = &rows[1].restore;
+        assert_eq!(b.displayname, None);
+        assert!(!b.has_profile());
+        assert_eq!(b.problems.len(), 3, "{:?}", b.problems);
+        assert!(b.problems[0].contains("mxc://"));
+        assert!(b.problems[1].contains("not-an-address"));
+        assert!(b.problems[2].contains("lobby"));
+    }
+
+    #[test]
+    fn email_check() {
+        for ok in ["a@b.c", "first.last+tag@sub.example.org"] {
+            assert!(valid_email(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@b.c",
+            "a@b.c@d.e",
+            "a b@c.d",
+            "a@.c",
+            "a@c.",
+        ] {
+            assert!(!valid_email(bad), "{bad}");
+        }
     }
 
     #[test]

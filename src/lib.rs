@@ -130,10 +130,14 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
         throttle: throttle.as_ref(),
         journal: journal.as_ref(),
         server_name: &preflight.server_name,
+        admin: &preflight.admin,
         dry_run: settings.dry_run,
         include_erased: settings.include_erased,
+        unlock: settings.unlock,
         passwords: &settings.passwords,
+        rejoin_since: settings.rejoin_rooms_since,
         earlier_passwords: &earlier_passwords,
+        rooms: Default::default(),
     };
     let mut sink = Sink {
         results,
@@ -276,7 +280,7 @@ impl Sink<'_> {
     fn write(&mut self, row: &report::ResultRow) {
         match self.results.write(row) {
             Ok(()) => {
-                self.counts.add(row.status);
+                self.counts.record(row);
                 self.progress.advance(&self.counts, false);
             }
             Err(e) => self.pacer.stop_run(format!(
@@ -411,6 +415,24 @@ async fn preflight(client: &Client, settings: &Settings) -> anyhow::Result<Prefl
         Err(e) => bail!("cannot check that {me} is an admin on {url}: {e}"),
     }
 
+    if settings.rejoin_rooms_since.is_some() {
+        // One more request, only with --rejoin-rooms: does the server list a
+        // user's past rooms at all?
+        match pacer
+            .call(AuthFailure::FailsRow, || client.memberships(&me_id))
+            .await
+            .map_err(call_err)
+        {
+            Ok(_) => {}
+            Err(e) if e.status() == Some(404) || e.status() == Some(400) => bail!(
+                "--rejoin-rooms: Synapse {} at {url} cannot list the rooms a user left \
+                 (GET /_synapse/admin/v1/users/…/memberships answered {e}; it needs Synapse \
+                 1.145 or later). Give each user's rooms in the input with --rooms-column instead",
+                version.text
+            ),
+            Err(e) => bail!("--rejoin-rooms: cannot list {me}'s rooms on {url}: {e}"),
+        }
+    }
     if settings.passwords == Passwords::None
         && version.is_older_than(NO_PASSWORD_SINCE.0, NO_PASSWORD_SINCE.1)
     {

@@ -15,13 +15,23 @@ use anyhow::{bail, Context};
 
 use crate::user_set::{UserSet, DONE};
 
-pub const HEADER: [&str; 5] = ["user_id", "status", "password", "error", "line"];
+pub const HEADER: [&str; 7] = [
+    "user_id",
+    "status",
+    "password",
+    "error",
+    "line",
+    "rooms_rejoined",
+    "rooms_failed",
+];
 
 /// What happened to one user (or one unusable line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {
     Reactivated,
     WouldReactivate,
+    Unlocked,
+    WouldUnlock,
     AlreadyActive,
     NotFound,
     Erased,
@@ -31,9 +41,11 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 10] = [
         Status::Reactivated,
         Status::WouldReactivate,
+        Status::Unlocked,
+        Status::WouldUnlock,
         Status::AlreadyActive,
         Status::NotFound,
         Status::Erased,
@@ -46,6 +58,8 @@ impl Status {
         match self {
             Status::Reactivated => "reactivated",
             Status::WouldReactivate => "would_reactivate",
+            Status::Unlocked => "unlocked",
+            Status::WouldUnlock => "would_unlock",
             Status::AlreadyActive => "already_active",
             Status::NotFound => "not_found",
             Status::Erased => "erased",
@@ -63,7 +77,11 @@ impl Status {
     pub fn needs_attention(self) -> bool {
         !matches!(
             self,
-            Status::Reactivated | Status::WouldReactivate | Status::AlreadyActive
+            Status::Reactivated
+                | Status::WouldReactivate
+                | Status::Unlocked
+                | Status::WouldUnlock
+                | Status::AlreadyActive
         )
     }
 }
@@ -77,12 +95,31 @@ pub struct ResultRow {
     pub error: String,
     /// The input line where the user first appears.
     pub line: u64,
+    /// Rooms joined again, `;`-separated (rooms that would be, in a dry run).
+    pub rooms_rejoined: String,
+    /// Rooms that could not be joined, each with its reason, `;`-separated.
+    pub rooms_failed: String,
+}
+
+impl ResultRow {
+    /// A user who is back, but not all of what deactivation took is: some rooms
+    /// or profile fields could not be given back.
+    pub fn is_partial(&self) -> bool {
+        is_partial(self.status, &self.error, &self.rooms_failed)
+    }
+}
+
+fn is_partial(status: Status, error: &str, rooms_failed: &str) -> bool {
+    matches!(status, Status::Reactivated | Status::Unlocked)
+        && !(error.is_empty() && rooms_failed.is_empty())
 }
 
 /// Counts per status, plus what never became a row.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
-    by_status: [u64; 8],
+    by_status: [u64; 10],
+    /// Reactivated rows whose rooms or profile were not all given back.
+    pub partial: u64,
     /// Input lines naming a user already seen.
     pub duplicates: u64,
     /// Rows already in the results file when a run resumed.
@@ -92,6 +129,13 @@ pub struct Counts {
 impl Counts {
     pub fn add(&mut self, s: Status) {
         self.by_status[s as usize] += 1;
+    }
+
+    pub fn record(&mut self, row: &ResultRow) {
+        self.add(row.status);
+        if row.is_partial() {
+            self.partial += 1;
+        }
     }
 
     pub fn get(&self, s: Status) -> u64 {
@@ -107,7 +151,8 @@ impl Counts {
             .into_iter()
             .filter(|s| s.needs_attention())
             .map(|s| self.get(s))
-            .sum()
+            .sum::<u64>()
+            + self.partial
     }
 
     /// `reactivated 12 · already_active 3 · …`, statuses with a count only.
@@ -273,6 +318,13 @@ impl Results {
                 }
             }
             earlier.counts.add(status);
+            if is_partial(
+                status,
+                rec.get(3).unwrap_or_default(),
+                rec.get(6).unwrap_or_default(),
+            ) {
+                earlier.counts.partial += 1;
+            }
         }
         writer.flush()?;
         Ok((
@@ -293,6 +345,8 @@ impl Results {
             row.password.as_deref().unwrap_or(""),
             row.error.as_str(),
             line.as_str(),
+            row.rooms_rejoined.as_str(),
+            row.rooms_failed.as_str(),
         ])?;
         self.writer.flush()
     }
@@ -352,6 +406,13 @@ pub fn summary(s: &SummaryInput) -> String {
             let _ = writeln!(out, "  {:<17} {:>8}", st.as_str(), c.get(st));
         }
     }
+    if c.partial > 0 {
+        let _ = writeln!(
+            out,
+            "  {:<17} {:>8}  (reactivated, but some rooms or profile fields were not given back)",
+            "incomplete", c.partial
+        );
+    }
     if c.duplicates > 0 {
         let _ = writeln!(
             out,
@@ -392,6 +453,18 @@ pub fn summary(s: &SummaryInput) -> String {
         Status::Reactivated,
         "hand each user the password from the results file; their rooms, devices and \
          e-mail addresses were not restored by reactivation",
+        &mut next,
+    );
+    if c.partial > 0 {
+        next.push(format!(
+            "{} reactivated with something missing: the rooms_failed and error columns say \
+             what and why (a private room the admin is not in needs the admin invited first)",
+            c.partial
+        ));
+    }
+    hint(
+        Status::WouldUnlock,
+        "run the same command without --dry-run (and with a new --output) to unlock them",
         &mut next,
     );
     hint(
@@ -460,6 +533,19 @@ mod tests {
             c2.add(st);
             assert_eq!(exit_code(&Ending::Complete, &c2), 3, "{st:?}");
         }
+        let mut partial = c.clone();
+        partial.record(&ResultRow {
+            user_id: "@a:x".into(),
+            status: Status::Reactivated,
+            password: Some("p".into()),
+            error: String::new(),
+            line: 1,
+            rooms_rejoined: String::new(),
+            rooms_failed: "!r:x (not in room)".into(),
+        });
+        assert_eq!(exit_code(&Ending::Complete, &partial), 3, "rooms failed");
+        c.add(Status::Unlocked);
+        assert_eq!(exit_code(&Ending::Complete, &c), 0);
         assert_eq!(exit_code(&Ending::Interrupted, &c), 130);
         assert_eq!(exit_code(&Ending::Fatal("x".into()), &c), 1);
     }
@@ -479,6 +565,8 @@ mod tests {
             password: (status == Status::Reactivated).then(|| "pw,\"x\"".into()),
             error: String::new(),
             line,
+            rooms_rejoined: String::new(),
+            rooms_failed: String::new(),
         }
     }
 
@@ -521,7 +609,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 5, "{text}");
         assert!(
-            text.ends_with("@d:x,reactivated,\"pw,\"\"x\"\"\",,5\n"),
+            text.ends_with("@d:x,reactivated,\"pw,\"\"x\"\"\",,5,,\n"),
             "{text}"
         );
     }

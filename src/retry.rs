@@ -59,10 +59,15 @@ pub enum Stop {
     Interrupted,
 }
 
-/// Whether a 401/403 ends the run (core requests) or only the row.
+/// Whether a 401/403 ends the run or only the row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthFailure {
+    /// Core requests: the token was revoked or lost its admin right.
     StopsRun,
+    /// A 401 still stops the run, but a 403 is about this request (joining a
+    /// room the admin is not in).
+    ForbiddenFailsRow,
+    /// The preflight, which explains each failure itself.
     FailsRow,
 }
 
@@ -198,7 +203,11 @@ impl Pacer {
                     };
                     self.pause_all(delay);
                 }
-                Class::Auth if auth == AuthFailure::StopsRun => {
+                Class::Auth
+                    if auth == AuthFailure::StopsRun
+                        || (auth == AuthFailure::ForbiddenFailsRow
+                            && err.status() == Some(401)) =>
+                {
                     self.stop_run(auth_message(&err));
                     return Err(CallError::Stopped);
                 }

@@ -278,16 +278,35 @@ impl Client {
         }
     }
 
-    /// `PUT /_synapse/admin/v2/users/{id}` with `{"deactivated": false}` and the
-    /// password, if any. Only ever called for a user that a GET found deactivated:
-    /// on an unknown user this call would create an account.
-    pub async fn reactivate(&self, user: &UserId, password: Option<&str>) -> Result<(), ApiError> {
+    /// `PUT /_synapse/admin/v2/users/{id}` with `{"deactivated": false}`, the
+    /// password if any, and `"locked": false` if asked. Only ever called for a
+    /// user that a GET found deactivated: on an unknown user this call would
+    /// create an account.
+    pub async fn reactivate(
+        &self,
+        user: &UserId,
+        password: Option<&str>,
+        unlock: bool,
+    ) -> Result<(), ApiError> {
+        let mut body = serde_json::json!({ "deactivated": false });
+        if let Some(p) = password {
+            body["password"] = p.into();
+        }
+        if unlock {
+            body["locked"] = false.into();
+        }
+        self.modify_existing(user, &body).await
+    }
+
+    /// `PUT /_synapse/admin/v2/users/{id}` with `body`, for a user known to
+    /// exist. Only the fields in `body` change.
+    pub async fn modify_existing(
+        &self,
+        user: &UserId,
+        body: &serde_json::Value,
+    ) -> Result<(), ApiError> {
         let path = format!("/_synapse/admin/v2/users/{}", user.path_segment());
-        let body = match password {
-            Some(p) => serde_json::json!({ "deactivated": false, "password": p }),
-            None => serde_json::json!({ "deactivated": false }),
-        };
-        let (status, _) = self.send(Method::PUT, &path, Some(&body), true).await?;
+        let (status, _) = self.send(Method::PUT, &path, Some(body), true).await?;
         if status == StatusCode::CREATED.as_u16() {
             // The user vanished between the GET and the PUT and the server just
             // created it: say so loudly rather than report a reactivation.
@@ -300,6 +319,81 @@ impl Client {
         }
         Ok(())
     }
+}
+
+impl Client {
+    /// `GET /_synapse/admin/v1/users/{id}/memberships` (Synapse 1.145+): room → membership.
+    pub async fn memberships(
+        &self,
+        user: &UserId,
+    ) -> Result<std::collections::HashMap<String, String>, ApiError> {
+        #[derive(Deserialize)]
+        struct Body {
+            memberships: std::collections::HashMap<String, String>,
+        }
+        let path = format!(
+            "/_synapse/admin/v1/users/{}/memberships",
+            user.path_segment()
+        );
+        let (status, v) = self.send(Method::GET, &path, None, true).await?;
+        serde_json::from_value::<Body>(v)
+            .map(|b| b.memberships)
+            .map_err(|e| ApiError::BadBody {
+                status,
+                message: e.to_string(),
+            })
+    }
+
+    /// `GET /_synapse/admin/v1/rooms/{room_id}/state`: the room's current state events.
+    pub async fn room_state(&self, room_id: &str) -> Result<Vec<StateEvent>, ApiError> {
+        #[derive(Deserialize)]
+        struct Body {
+            state: Vec<StateEvent>,
+        }
+        let path = format!("/_synapse/admin/v1/rooms/{}/state", encode_segment(room_id));
+        let (status, v) = self.send(Method::GET, &path, None, true).await?;
+        serde_json::from_value::<Body>(v)
+            .map(|b| b.state)
+            .map_err(|e| ApiError::BadBody {
+                status,
+                message: e.to_string(),
+            })
+    }
+
+    /// `POST /_synapse/admin/v1/join/{room_id_or_alias}`: joins a local user;
+    /// returns the room ID.
+    pub async fn join(&self, room: &str, user: &UserId) -> Result<String, ApiError> {
+        let path = format!("/_synapse/admin/v1/join/{}", encode_segment(room));
+        let body = serde_json::json!({ "user_id": user.as_str() });
+        let (status, v) = self.send(Method::POST, &path, Some(&body), true).await?;
+        v.get("room_id")
+            .and_then(|r| r.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::BadBody {
+                status,
+                message: "no room_id in the answer".into(),
+            })
+    }
+}
+
+/// One state event, as far as rejoining needs it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StateEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub state_key: Option<String>,
+    #[serde(default)]
+    pub sender: String,
+    #[serde(default)]
+    pub origin_server_ts: i64,
+    #[serde(default)]
+    pub content: serde_json::Value,
+}
+
+/// Percent-encodes a room ID or alias as one path segment.
+pub fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, crate::user_id::PATH_SEGMENT).to_string()
 }
 
 fn transport_error(e: reqwest::Error) -> ApiError {

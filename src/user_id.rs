@@ -13,7 +13,7 @@ pub const MAX_USER_ID_BYTES: usize = 255;
 
 /// Characters that stay unencoded in a path segment (RFC 3986 "unreserved").
 /// Everything else, `@`, `:` and `/` included, is percent-encoded.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
