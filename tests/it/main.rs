@@ -6,5 +6,6 @@ mod faults;
 mod input_props;
 mod interrupt;
 mod mock;
+mod restore;
 mod synapse;
 mod util;

@@ -19,6 +19,8 @@ pub fn enc(id: &str) -> String {
         .replace('+', "%2B")
         .replace('[', "%5B")
         .replace(']', "%5D")
+        .replace('!', "%21")
+        .replace('#', "%23")
 }
 
 pub fn user_path(id: &str) -> String {

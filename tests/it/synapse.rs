@@ -113,6 +113,22 @@ impl Synapse {
         );
     }
 
+    pub async fn lock(&self, id: &str) {
+        let r = self
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/_synapse/admin/v2/users/{}", enc(id)),
+                json!({"locked": true}),
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            200,
+            "lock {id}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
     /// The admin API's view of a user, `None` if it does not exist.
     pub async fn user(&self, id: &str) -> Option<serde_json::Value> {
         let r = self

@@ -21,6 +21,28 @@ pub struct Row {
     pub password: String,
     pub error: String,
     pub line: String,
+    pub rooms_rejoined: String,
+    pub rooms_failed: String,
+}
+
+impl Row {
+    pub fn rooms_rejoined_set(&self) -> std::collections::BTreeSet<String> {
+        self.rooms_rejoined
+            .split(';')
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn rooms_failed_has(&self, room: &str) -> bool {
+        self.rooms_failed
+            .split("; ")
+            .any(|f| f.starts_with(&format!("{room} (")))
+    }
+
+    pub fn rooms_failed_contains(&self, text: &str) -> bool {
+        self.rooms_failed.contains(text)
+    }
 }
 
 impl Workdir {
@@ -69,8 +91,16 @@ pub fn read_results(path: &Path) -> Vec<Row> {
         .unwrap_or_else(|e| panic!("results file {}: {e}", path.display()));
     let headers = r.headers().expect("a header").clone();
     assert_eq!(
-        headers.iter().take(5).collect::<Vec<_>>(),
-        ["user_id", "status", "password", "error", "line"]
+        headers.iter().collect::<Vec<_>>(),
+        [
+            "user_id",
+            "status",
+            "password",
+            "error",
+            "line",
+            "rooms_rejoined",
+            "rooms_failed"
+        ]
     );
     r.records()
         .map(|rec| {
@@ -81,6 +111,8 @@ pub fn read_results(path: &Path) -> Vec<Row> {
                 password: rec[2].to_owned(),
                 error: rec[3].to_owned(),
                 line: rec[4].to_owned(),
+                rooms_rejoined: rec[5].to_owned(),
+                rooms_failed: rec[6].to_owned(),
             }
         })
         .collect()
