@@ -66,9 +66,12 @@ pub enum Done {
 /// rejoining needs, fetched at most once per room per run.
 type Leaves = Arc<HashMap<String, i64>>;
 
+/// A room's leaves once fetched, or why its state could not be read.
+type RoomSlot = Arc<OnceCell<Result<Leaves, String>>>;
+
 #[derive(Default)]
 pub struct RoomCache {
-    rooms: Mutex<HashMap<String, Arc<OnceCell<Result<Leaves, String>>>>>,
+    rooms: Mutex<HashMap<String, RoomSlot>>,
 }
 
 /// What was given back after a reactivation.
