@@ -327,6 +327,22 @@ async fn no_password_is_refused_on_old_servers() {
     );
 }
 
+/// A server that knows its version and answers whoami with `whoami`, nothing else.
+async fn answering_whoami(whoami: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path("/_synapse/admin/v1/server_version"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"server_version": "1.163.2"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(path("/_matrix/client/v3/account/whoami"))
+        .respond_with(whoami)
+        .mount(&server)
+        .await;
+    server
+}
+
 #[tokio::test]
 async fn preflight_failures_are_fatal_and_clear() {
     // Unreachable: nothing listens on this port.
@@ -347,19 +363,10 @@ async fn preflight_failures_are_fatal_and_clear() {
     assert!(!w.path("out.csv").exists());
 
     // A token the server rejects.
-    let server = MockServer::start().await;
-    Mock::given(path("/_synapse/admin/v1/server_version"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"server_version": "1.163.2"})),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(path("/_matrix/client/v3/account/whoami"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
-            "errcode": "M_UNKNOWN_TOKEN", "error": "Invalid access token passed."
-        })))
-        .mount(&server)
-        .await;
+    let server = answering_whoami(ResponseTemplate::new(401).set_body_json(json!({
+        "errcode": "M_UNKNOWN_TOKEN", "error": "Invalid access token passed."
+    })))
+    .await;
     let out = run(w.reactivate(&server.uri(), &[])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -370,19 +377,10 @@ async fn preflight_failures_are_fatal_and_clear() {
     assert!(stderr(&out).contains("M_UNKNOWN_TOKEN"));
 
     // A valid token of a user who is not an admin.
-    let server = MockServer::start().await;
-    Mock::given(path("/_synapse/admin/v1/server_version"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"server_version": "1.163.2"})),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(path("/_matrix/client/v3/account/whoami"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"user_id": "@joe:example.org"})),
-        )
-        .mount(&server)
-        .await;
+    let server = answering_whoami(
+        ResponseTemplate::new(200).set_body_json(json!({"user_id": "@joe:example.org"})),
+    )
+    .await;
     Mock::given(any())
         .respond_with(ResponseTemplate::new(403).set_body_json(json!({
             "errcode": "M_FORBIDDEN", "error": "You are not a server admin"
