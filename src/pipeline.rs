@@ -207,9 +207,41 @@ impl Worker<'_> {
                 self.finish(&user, &restore, &info, row).await
             }
             Err(CallError::Stopped) => Done::Abandoned,
-            Err(CallError::Row(e)) => {
+            Err(CallError::Row(e)) if e.status().is_some_and(|s| s < 500) => {
+                // The server refused: nothing was applied.
                 let why = format!("reactivating: {e}");
-                failed(&e, with_row(base(id, Status::Failed), &why))
+                Done::Row(with_row(base(id, Status::Failed), &why))
+            }
+            Err(CallError::Row(e)) => {
+                // No clear answer (timeouts, 5xx, a garbled body): the change may
+                // have landed. Look again rather than guess, and never drop a
+                // password the account may now hold.
+                match self.call(|| self.client.get_user(&user)).await {
+                    Ok(Lookup::Found(now)) if !now.deactivated => {
+                        let row = ResultRow {
+                            password,
+                            ..base(id, Status::Reactivated)
+                        };
+                        self.finish(&user, &restore, &info, row).await
+                    }
+                    Ok(_) => {
+                        let why = format!("reactivating: {e}");
+                        failed(&e, with_row(base(id, Status::Failed), &why))
+                    }
+                    Err(CallError::Stopped) => Done::Abandoned,
+                    Err(CallError::Row(again)) => {
+                        let why = format!(
+                            "reactivating: {e}; the server could not be asked whether it \
+                             applied it ({again}): the account may now have the password in \
+                             this row"
+                        );
+                        let row = ResultRow {
+                            password,
+                            ..with_row(base(id, Status::Failed), &why)
+                        };
+                        failed(&again, row)
+                    }
+                }
             }
         }
     }

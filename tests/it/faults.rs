@@ -429,3 +429,66 @@ async fn a_429_slows_the_whole_run() {
         assert!(*t - t429 >= Duration::from_millis(1950), "{:?}", *t - t429);
     }
 }
+
+fn user_json(deactivated: bool) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(
+        json!({"name": "@alice:example.org", "deactivated": deactivated, "erased": false}),
+    )
+}
+
+#[tokio::test]
+async fn an_unconfirmed_reactivation_is_looked_up_again() {
+    // The PUT never gets a clean answer, but it landed: the second look says so.
+    let m = MockSynapse::start().await;
+    let gets = Script::new(vec![user_json(true), user_json(false)]);
+    Mock::given(method("GET"))
+        .and(path(user_path("@alice:example.org")))
+        .respond_with(gets.clone())
+        .mount(&m.server)
+        .await;
+    let puts = Script::new(vec![
+        ResponseTemplate::new(504).set_body_string("<html>Gateway Timeout</html>")
+    ]);
+    Mock::given(method("PUT"))
+        .respond_with(puts.clone())
+        .mount(&m.server)
+        .await;
+    let w = Workdir::new();
+    w.write("in.csv", "alice\n");
+    let out = run(w.reactivate(&m.url(), &["--retries", "2"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let row = &w.results("out.csv")[0];
+    assert_eq!(row.status, "reactivated");
+    let sent = puts.seen();
+    assert_eq!(sent.len(), 2);
+    assert!(sent
+        .iter()
+        .all(|(_, b)| b["password"] == row.password.as_str()));
+    assert_eq!(gets.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn a_password_that_may_have_landed_is_never_dropped() {
+    // Neither the PUT nor the second look gets an answer: the row fails, and
+    // keeps the password the account may now hold.
+    let m = MockSynapse::start().await;
+    let gets = Script::new(vec![user_json(true), ResponseTemplate::new(500)]);
+    Mock::given(method("GET"))
+        .and(path(user_path("@alice:example.org")))
+        .respond_with(gets.clone())
+        .mount(&m.server)
+        .await;
+    let puts = Script::new(vec![ResponseTemplate::new(500)]);
+    Mock::given(method("PUT"))
+        .respond_with(puts.clone())
+        .mount(&m.server)
+        .await;
+    let w = Workdir::new();
+    w.write("in.csv", "alice\n");
+    let out = run(w.reactivate(&m.url(), &["--retries", "2"])).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let row = &w.results("out.csv")[0];
+    assert_eq!(row.status, "failed");
+    assert!(row.error.contains("may now have the password"), "{row:?}");
+    assert_eq!(puts.seen()[0].1["password"], row.password.as_str());
+}
