@@ -90,15 +90,18 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
         "Synapse {} at {} · admin {} · server name {}",
         preflight.version.text, settings.homeserver, preflight.admin, preflight.server_name
     ));
-    let (results, earlier, earlier_passwords) = match opening {
-        Opening::New(results) => (
-            *results,
-            Earlier::none(&preflight.server_name),
-            HashMap::new(),
-        ),
-        Opening::Resume => resume_results(&settings, &journal_path, &preflight.server_name)?,
+    let (results, earlier) = match opening {
+        Opening::New(results) => (*results, Earlier::none(&preflight.server_name)),
+        Opening::Resume => resume_results(&settings, &preflight.server_name)?,
     };
-    if settings.resume && earlier.counts.rows() > 0 {
+    // Passwords an interrupted run may have set: checked again, reused, never replaced.
+    let mut earlier_passwords = if settings.resume {
+        journal::read(&journal_path)?
+    } else {
+        HashMap::new()
+    };
+    earlier_passwords.retain(|user, _| !earlier.users.contains(user));
+    if settings.resume && (earlier.counts.rows() > 0 || !earlier_passwords.is_empty()) {
         say(&format!(
             "Resuming: {} rows already in {}, {} journaled password(s) to check again",
             earlier.counts.rows(),
@@ -334,11 +337,7 @@ fn open_results(settings: &Settings, journal_path: &Path) -> anyhow::Result<Open
 }
 
 /// Reads what an earlier run left, for `--resume`.
-fn resume_results(
-    settings: &Settings,
-    journal_path: &Path,
-    server_name: &str,
-) -> anyhow::Result<(Results, Earlier, HashMap<String, String>)> {
+fn resume_results(settings: &Settings, server_name: &str) -> anyhow::Result<(Results, Earlier)> {
     let out = &settings.output;
     let (results, earlier) = Results::resume(out, server_name)?;
     if earlier.dry_run && !settings.dry_run {
@@ -348,8 +347,7 @@ fn resume_results(
             out.display()
         );
     }
-    let passwords = journal::read(journal_path)?;
-    Ok((results, earlier, passwords))
+    Ok((results, earlier))
 }
 
 struct Preflight {

@@ -492,3 +492,34 @@ async fn a_password_that_may_have_landed_is_never_dropped() {
     assert!(row.error.contains("may now have the password"), "{row:?}");
     assert_eq!(puts.seen()[0].1["password"], row.password.as_str());
 }
+
+#[tokio::test]
+async fn resume_reuses_journaled_passwords_even_without_results() {
+    // An earlier run journaled two passwords and died before writing any row:
+    // alice's reactivation landed, bob's was never sent.
+    let m = MockSynapse::start().await;
+    m.user("@alice:example.org", State::Active).await;
+    m.user("@bob:example.org", State::Deactivated).await;
+    m.allow_put("@bob:example.org", 1, ok()).await;
+    let w = Workdir::new();
+    w.write("in.csv", "alice\nbob\n");
+    w.write(
+        "out.csv.journal",
+        "@alice:example.org,alice-pass-1\n@bob:example.org,bob-pass-2\n",
+    );
+
+    let out = run(w.reactivate(&m.url(), &[])).await;
+    assert_eq!(out.status.code(), Some(1), "a journal is never ignored");
+    assert!(stderr(&out).contains("--resume"));
+
+    let out = run(w.reactivate(&m.url(), &["--resume"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let users = by_user(&w.results("out.csv"));
+    assert_eq!(users["@alice:example.org"].status, "reactivated");
+    assert_eq!(users["@alice:example.org"].password, "alice-pass-1");
+    assert_eq!(users["@bob:example.org"].password, "bob-pass-2");
+    assert_eq!(
+        m.put_bodies("@bob:example.org").await[0]["password"],
+        "bob-pass-2"
+    );
+}
