@@ -451,8 +451,9 @@ pub fn summary(s: &SummaryInput) -> String {
     };
     hint(
         Status::Reactivated,
-        "hand each user the password from the results file; their rooms, devices and \
-         e-mail addresses were not restored by reactivation",
+        "hand each user the password from the results file. Reactivation alone gives back \
+         no rooms or e-mail addresses: see --rejoin-rooms, --rooms-column and the email \
+         column in --help",
         &mut next,
     );
     if c.partial > 0 {

@@ -436,28 +436,38 @@ fn user_json(deactivated: bool) -> ResponseTemplate {
     )
 }
 
-#[tokio::test]
-async fn an_unconfirmed_reactivation_is_looked_up_again() {
-    // The PUT never gets a clean answer, but it landed: the second look says so.
+/// Alice's lookups and reactivations both follow scripts; runs her through
+/// the tool with two attempts per request.
+async fn scripted_alice(
+    gets: Vec<ResponseTemplate>,
+    puts: Vec<ResponseTemplate>,
+) -> (std::process::Output, Row, Script, Script) {
     let m = MockSynapse::start().await;
-    let gets = Script::new(vec![user_json(true), user_json(false)]);
+    let g = Script::new(gets);
     Mock::given(method("GET"))
         .and(path(user_path("@alice:example.org")))
-        .respond_with(gets.clone())
+        .respond_with(g.clone())
         .mount(&m.server)
         .await;
-    let puts = Script::new(vec![
-        ResponseTemplate::new(504).set_body_string("<html>Gateway Timeout</html>")
-    ]);
+    let p = Script::new(puts);
     Mock::given(method("PUT"))
-        .respond_with(puts.clone())
+        .respond_with(p.clone())
         .mount(&m.server)
         .await;
     let w = Workdir::new();
     w.write("in.csv", "alice\n");
     let out = run(w.reactivate(&m.url(), &["--retries", "2"])).await;
+    let row = w.results("out.csv").remove(0);
+    (out, row, g, p)
+}
+
+#[tokio::test]
+async fn an_unconfirmed_reactivation_is_looked_up_again() {
+    // The PUT never gets a clean answer, but it landed: the second look says so.
+    let timeout = ResponseTemplate::new(504).set_body_string("<html>Gateway Timeout</html>");
+    let (out, row, gets, puts) =
+        scripted_alice(vec![user_json(true), user_json(false)], vec![timeout]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let row = &w.results("out.csv")[0];
     assert_eq!(row.status, "reactivated");
     let sent = puts.seen();
     assert_eq!(sent.len(), 2);
@@ -471,23 +481,12 @@ async fn an_unconfirmed_reactivation_is_looked_up_again() {
 async fn a_password_that_may_have_landed_is_never_dropped() {
     // Neither the PUT nor the second look gets an answer: the row fails, and
     // keeps the password the account may now hold.
-    let m = MockSynapse::start().await;
-    let gets = Script::new(vec![user_json(true), ResponseTemplate::new(500)]);
-    Mock::given(method("GET"))
-        .and(path(user_path("@alice:example.org")))
-        .respond_with(gets.clone())
-        .mount(&m.server)
-        .await;
-    let puts = Script::new(vec![ResponseTemplate::new(500)]);
-    Mock::given(method("PUT"))
-        .respond_with(puts.clone())
-        .mount(&m.server)
-        .await;
-    let w = Workdir::new();
-    w.write("in.csv", "alice\n");
-    let out = run(w.reactivate(&m.url(), &["--retries", "2"])).await;
+    let (out, row, _, puts) = scripted_alice(
+        vec![user_json(true), ResponseTemplate::new(500)],
+        vec![ResponseTemplate::new(500)],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let row = &w.results("out.csv")[0];
     assert_eq!(row.status, "failed");
     assert!(row.error.contains("may now have the password"), "{row:?}");
     assert_eq!(puts.seen()[0].1["password"], row.password.as_str());
