@@ -81,52 +81,45 @@ impl Synapse {
         panic!("rate limited for too long on {path}");
     }
 
-    pub async fn create(&self, id: &str, password: &str) {
-        let r = self
-            .admin(
-                reqwest::Method::PUT,
-                &format!("/_synapse/admin/v2/users/{}", enc(id)),
-                json!({"password": password}),
-            )
-            .await;
+    /// An admin request that must answer `expect`.
+    async fn admin_expect(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+        expect: u16,
+    ) {
+        let r = self.admin(method.clone(), path, body).await;
+        let status = r.status();
         assert_eq!(
-            r.status(),
-            201,
-            "create {id}: {}",
+            status,
+            expect,
+            "{method} {path}: {}",
             r.text().await.unwrap_or_default()
         );
+    }
+
+    pub async fn create(&self, id: &str, password: &str) {
+        let path = format!("/_synapse/admin/v2/users/{}", enc(id));
+        self.admin_expect(
+            reqwest::Method::PUT,
+            &path,
+            json!({"password": password}),
+            201,
+        )
+        .await;
     }
 
     pub async fn deactivate(&self, id: &str, erase: bool) {
-        let r = self
-            .admin(
-                reqwest::Method::POST,
-                &format!("/_synapse/admin/v1/deactivate/{}", enc(id)),
-                json!({"erase": erase}),
-            )
+        let path = format!("/_synapse/admin/v1/deactivate/{}", enc(id));
+        self.admin_expect(reqwest::Method::POST, &path, json!({"erase": erase}), 200)
             .await;
-        assert_eq!(
-            r.status(),
-            200,
-            "deactivate {id}: {}",
-            r.text().await.unwrap_or_default()
-        );
     }
 
     pub async fn lock(&self, id: &str) {
-        let r = self
-            .admin(
-                reqwest::Method::PUT,
-                &format!("/_synapse/admin/v2/users/{}", enc(id)),
-                json!({"locked": true}),
-            )
+        let path = format!("/_synapse/admin/v2/users/{}", enc(id));
+        self.admin_expect(reqwest::Method::PUT, &path, json!({"locked": true}), 200)
             .await;
-        assert_eq!(
-            r.status(),
-            200,
-            "lock {id}: {}",
-            r.text().await.unwrap_or_default()
-        );
     }
 
     /// The admin API's view of a user, `None` if it does not exist.
