@@ -48,6 +48,11 @@ impl Journal {
             .with_context(|| format!("cannot open journal {}", path.display()))?;
         file.sync_all()?;
         crate::report::sync_parent_dir(path)?;
+        Self::start(file, path)
+    }
+
+    /// Starts the writer thread on an open file.
+    fn start(file: File, path: &Path) -> anyhow::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("journal".into())
@@ -176,6 +181,18 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m["@a:x"], "pw3");
         assert_eq!(m["@b:x"], "pw\"2");
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_reported_not_ignored() {
+        // /dev/full accepts the open and fails every write with ENOSPC.
+        let full = OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let j = Journal::start(full, Path::new("/dev/full")).unwrap();
+        let e = j.record("@a:x", "pw").await.unwrap_err();
+        assert!(e.contains("No space left"), "{e}");
     }
 
     #[test]

@@ -473,3 +473,62 @@ async fn rate_spaces_the_reactivations() {
         "span {span:?}"
     );
 }
+
+#[tokio::test]
+async fn standard_input_and_an_explicit_server_name() {
+    let m = MockSynapse::start().await;
+    m.user("@alice:other.example", State::Deactivated).await;
+    m.allow_put("@alice:other.example", 1, ok()).await;
+    let w = Workdir::new();
+    let mut c = w.cmd();
+    c.args([
+        "-H",
+        &m.url(),
+        "-",
+        "-o",
+        "out.csv",
+        "--server-name",
+        "other.example",
+    ])
+    .write_stdin("alice\n@bob:example.org\n");
+    let out = run(c).await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "bob is not local to other.example"
+    );
+    let users = by_user(&w.results("out.csv"));
+    assert_eq!(users["@alice:other.example"].status, "reactivated");
+    assert_eq!(users["@bob:example.org"].status, "not_local");
+}
+
+#[tokio::test]
+async fn progress_lines_when_stderr_is_not_a_terminal() {
+    let m = MockSynapse::start().await;
+    let mut input = String::new();
+    for i in 0..20 {
+        let id = format!("@u{i}:example.org");
+        m.user(&id, State::Deactivated).await;
+        input.push_str(&format!("{id}\n"));
+    }
+    Mock::given(method("PUT"))
+        .respond_with(ok())
+        .expect(20)
+        .mount(&m.server)
+        .await;
+    let w = Workdir::new();
+    w.write("in.csv", input);
+    let mut c = w.cmd();
+    c.args(["-H", &m.url(), "in.csv", "-o", "out.csv", "--rate", "3"]);
+    let out = run(c).await;
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("progress: "))
+        .unwrap_or_else(|| panic!("a plain progress line: {err}"));
+    assert!(
+        line.contains("/20 (") && line.contains("reactivated"),
+        "{line}"
+    );
+}
