@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::report::Counts;
 
@@ -45,12 +45,18 @@ impl Progress {
                 None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
             };
             let template = if total.is_some() {
-                "{elapsed_precise} [{wide_bar}] {pos}/{len} · {per_sec} · ETA {eta}\n{msg}"
+                "{elapsed_precise} [{wide_bar}] {pos}/{len} · {rate} · ETA {eta}\n{msg}"
             } else {
-                "{elapsed_precise} {spinner} {pos} users · {per_sec}\n{msg}"
+                "{elapsed_precise} {spinner} {pos} users · {rate}\n{msg}"
             };
             if let Ok(style) = ProgressStyle::with_template(template) {
-                bar.set_style(style.progress_chars("=> "));
+                bar.set_style(
+                    style
+                        .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{:.1}/s", s.per_sec());
+                        })
+                        .progress_chars("=> "),
+                );
             }
             bar.enable_steady_tick(Duration::from_millis(200));
             Mode::Bar(bar)
