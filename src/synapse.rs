@@ -309,11 +309,11 @@ impl Client {
         let (status, _) = self.send(Method::PUT, &path, Some(body), true).await?;
         if status == StatusCode::CREATED.as_u16() {
             // The user vanished between the GET and the PUT and the server just
-            // created it: say so loudly rather than report a reactivation.
+            // created it: say so loudly rather than report success.
             return Err(ApiError::BadBody {
                 status,
                 message: "the server CREATED this user (it no longer existed when the \
-                          reactivation was sent); check and deactivate it by hand"
+                          change was sent); check and deactivate it by hand"
                     .into(),
             });
         }

@@ -219,12 +219,7 @@ async fn answers_that_are_not_json_fail_the_row_readably() {
 #[tokio::test]
 async fn a_token_revoked_mid_run_stops_the_run_and_resume_finishes_it() {
     let m = MockSynapse::start().await;
-    let mut input = String::new();
-    for i in 0..6 {
-        let id = format!("@u{i}:example.org");
-        m.user(&id, State::Deactivated).await;
-        input.push_str(&format!("{id}\n"));
-    }
+    let input = m.deactivated_users(6).await;
     // The third PUT finds the token revoked.
     let s = Script::new(vec![
         ok(),
@@ -406,12 +401,7 @@ async fn a_cut_connection_after_the_change_is_retried_with_the_same_password() {
 #[tokio::test]
 async fn a_429_slows_the_whole_run() {
     let m = MockSynapse::start().await;
-    let mut input = String::new();
-    for i in 0..5 {
-        let id = format!("@u{i}:example.org");
-        m.user(&id, State::Deactivated).await;
-        input.push_str(&format!("{id}\n"));
-    }
+    let input = m.deactivated_users(5).await;
     let s = Script::new(vec![limited().insert_header("Retry-After", "2"), ok()]);
     Mock::given(method("PUT"))
         .respond_with(s.clone())

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::mock::{ok, MockSynapse, State};
+use crate::mock::{ok, MockSynapse};
 use crate::synapse::{synapse, tag};
 use crate::util::*;
 
@@ -27,12 +27,7 @@ fn signal(pid: u32, sig: &str) {
 #[tokio::test]
 async fn ctrl_c_stops_cleanly_and_the_printed_command_resumes() {
     let m = MockSynapse::start().await;
-    let mut input = String::new();
-    for i in 0..12 {
-        let id = format!("@u{i}:example.org");
-        m.user(&id, State::Deactivated).await;
-        input.push_str(&format!("{id}\n"));
-    }
+    let input = m.deactivated_users(12).await;
     Mock::given(method("PUT"))
         .respond_with(ok())
         .expect(12)

@@ -107,6 +107,18 @@ impl MockSynapse {
             .await;
     }
 
+    /// Mounts `@u0:example.org` … `@u{n-1}:example.org`, all deactivated, and
+    /// returns them one per line, ready as an input.
+    pub async fn deactivated_users(&self, n: usize) -> String {
+        let mut input = String::new();
+        for i in 0..n {
+            let id = format!("@u{i}:example.org");
+            self.user(&id, State::Deactivated).await;
+            input.push_str(&format!("{id}\n"));
+        }
+        input
+    }
+
     /// Allows exactly `times` reactivation PUTs for `id`, answered with `resp`.
     pub async fn allow_put(&self, id: &str, times: u64, resp: ResponseTemplate) {
         Mock::given(method("PUT"))
@@ -437,12 +449,7 @@ impl Respond for Clock {
 async fn rate_spaces_the_reactivations() {
     let m = MockSynapse::start().await;
     let times = Arc::new(Mutex::new(Vec::new()));
-    let mut input = String::from("user_id\n");
-    for i in 0..8 {
-        let id = format!("@u{i}:example.org");
-        m.user(&id, State::Deactivated).await;
-        input.push_str(&format!("{id}\n"));
-    }
+    let input = m.deactivated_users(8).await;
     Mock::given(method("PUT"))
         .respond_with(Clock(times.clone()))
         .expect(8)
@@ -519,12 +526,7 @@ async fn standard_input_and_an_explicit_server_name() {
 #[tokio::test]
 async fn progress_lines_when_stderr_is_not_a_terminal() {
     let m = MockSynapse::start().await;
-    let mut input = String::new();
-    for i in 0..20 {
-        let id = format!("@u{i}:example.org");
-        m.user(&id, State::Deactivated).await;
-        input.push_str(&format!("{id}\n"));
-    }
+    let input = m.deactivated_users(20).await;
     Mock::given(method("PUT"))
         .respond_with(ok())
         .expect(20)
