@@ -100,9 +100,9 @@ pub struct Cli {
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     pub timeout: f64,
 
-    /// Attempts per request for 429, 5xx, timeouts and connection errors
-    #[arg(long, default_value = "5", value_name = "N")]
-    pub retries: u32,
+    /// Tries per request, the first included, on 5xx, timeouts and connection errors (a 429 that says how long to wait gets 4 × N)
+    #[arg(long, alias = "retries", default_value = "5", value_name = "N")]
+    pub max_attempts: u32,
 
     /// Stop the run after this many requests in a row failed to reach the server
     #[arg(long, default_value = "20", value_name = "N")]

@@ -91,8 +91,8 @@ impl Settings {
                 cli.timeout
             ));
         }
-        if cli.retries == 0 {
-            return usage("--retries 0: give at least 1 attempt per request");
+        if cli.max_attempts == 0 {
+            return usage("--max-attempts 0: give at least 1 (the first try counts)");
         }
         if cli.max_consecutive_failures == 0 {
             return usage("--max-consecutive-failures 0: give 1 or more");
@@ -148,7 +148,7 @@ impl Settings {
             concurrency: cli.concurrency,
             timeout: Duration::from_secs_f64(cli.timeout),
             retry: Policy {
-                attempts: cli.retries,
+                attempts: cli.max_attempts,
                 base_delay: Duration::from_millis(500),
                 max_delay: Duration::from_secs(30),
                 max_consecutive_failures: cli.max_consecutive_failures,

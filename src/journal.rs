@@ -9,14 +9,15 @@
 //! completed with the same password. The journal is removed when a run completes.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::fsio::{complete_lines, open_private, sync_parent_dir, Open};
 
 struct Record {
     user: String,
@@ -40,14 +41,10 @@ pub fn path_for(results: &Path) -> PathBuf {
 impl Journal {
     /// Opens (or creates, mode 0600) the journal for appending.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
+        let file = open_private(path, Open::Append)
             .with_context(|| format!("cannot open journal {}", path.display()))?;
         file.sync_all()?;
-        crate::report::sync_parent_dir(path)?;
+        sync_parent_dir(path)?;
         Self::start(file, path)
     }
 
@@ -139,7 +136,7 @@ pub fn read(path: &Path) -> anyhow::Result<HashMap<String, String>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read journal {}", path.display())),
     }
-    let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let complete = complete_lines(&text);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -186,7 +183,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_disk_is_reported_not_ignored() {
         // /dev/full accepts the open and fails every write with ENOSPC.
-        let full = OpenOptions::new()
+        let full = std::fs::OpenOptions::new()
             .append(true)
             .open("/dev/full")
             .expect("/dev/full");

@@ -7,7 +7,10 @@ use matrix_reactivate::config::{Settings, UsageError, TOKEN_ENV};
 
 fn main() {
     let cli = Cli::parse();
-    let args: Vec<String> = std::env::args().collect();
+    // Lossy, never `env::args()`: that panics on a file name that is not UTF-8.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let code = match Settings::from_cli(cli, std::env::var(TOKEN_ENV).ok()) {
         Err(e) => report(&e),
         Ok(settings) => {

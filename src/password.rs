@@ -82,15 +82,17 @@ mod tests {
 
     #[test]
     fn every_byte_value_maps_without_bias() {
-        // Feed each byte value 0..=255 exactly once: every symbol must come out
-        // exactly four times (248 / 62), which a plain `% 62` over 256 values would not do.
+        // Feed each byte value exactly once, from 255 down to 0, so the eight
+        // values that must be rejected come first: every symbol must then come
+        // out exactly four times (248 / 62). A plain `% 62` would take 255..8
+        // and give symbols 0..7 a fifth turn.
         let mut counts = [0usize; 62];
         let mut fed = false;
         let p = generate_with(248, |buf| {
-            assert!(!fed, "all 248 accepted values fit in one draw");
+            assert!(!fed, "all 256 values fit in one draw");
             fed = true;
             for (i, b) in buf.iter_mut().enumerate() {
-                *b = (i % 256) as u8;
+                *b = 255 - (i % 256) as u8;
             }
             Ok(())
         })

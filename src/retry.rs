@@ -13,12 +13,13 @@
 //! unknown outcome (timeout, cut connection) is safe.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::synapse::ApiError;
+use crate::http::ApiError;
+use crate::stop::StopSignal;
 
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -45,18 +46,9 @@ impl Policy {
 pub enum CallError {
     /// Final for this row; the run goes on.
     Row(ApiError),
-    /// The run is stopping (a fatal error or an interruption; `Pacer::stop`
-    /// says which); the row is left for `--resume`.
+    /// The run is stopping (a fatal error or an interruption; the
+    /// `StopSignal` says which); the row is left for `--resume`.
     Stopped,
-}
-
-/// Why a run stops before its input is done.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stop {
-    /// Going on cannot succeed (token revoked, server gone, disk full …).
-    Fatal(String),
-    /// Ctrl-C or SIGTERM.
-    Interrupted,
 }
 
 /// Whether a 401/403 ends the run or only the row.
@@ -71,82 +63,31 @@ pub enum AuthFailure {
     FailsRow,
 }
 
-/// State shared by all requests of a run.
-pub struct Pacer {
+/// Sends requests again by the policy; shared by all requests of a run, so a
+/// 429 pauses every request and transport failures are counted across them.
+pub struct Retrier {
     policy: Policy,
     epoch: Instant,
     /// Milliseconds since `epoch` before which no request may be sent (429 pause).
     pause_until_ms: AtomicU64,
     consecutive_transport: AtomicU32,
-    stop: Mutex<Option<Stop>>,
-    stopped: AtomicBool,
-    stop_notify: tokio::sync::Notify,
+    stop: Arc<StopSignal>,
 }
 
-impl Pacer {
-    pub fn new(policy: Policy) -> Arc<Self> {
-        Arc::new(Pacer {
+impl Retrier {
+    pub fn new(policy: Policy, stop: Arc<StopSignal>) -> Self {
+        Retrier {
             policy,
             epoch: Instant::now(),
             pause_until_ms: AtomicU64::new(0),
             consecutive_transport: AtomicU32::new(0),
-            stop: Mutex::new(None),
-            stopped: AtomicBool::new(false),
-            stop_notify: tokio::sync::Notify::new(),
-        })
-    }
-
-    /// Why the run is stopping, once it is.
-    pub fn stop(&self) -> Option<Stop> {
-        if !self.stopped.load(Ordering::Acquire) {
-            return None;
-        }
-        self.stop.lock().map(|f| f.clone()).unwrap_or(None)
-    }
-
-    /// The fatal reason, if the run stops for one.
-    pub fn fatal(&self) -> Option<String> {
-        match self.stop() {
-            Some(Stop::Fatal(reason)) => Some(reason),
-            _ => None,
+            stop,
         }
     }
 
-    /// Resolves once the run is stopping.
-    pub async fn stopped(&self) {
-        loop {
-            let notified = self.stop_notify.notified();
-            if self.stopped.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Ends the run: no request starts after this, waits and back-offs end, and
-    /// requests already sent finish. A fatal reason overrides an interruption.
-    pub fn halt(&self, why: Stop) {
-        if let Ok(mut s) = self.stop.lock() {
-            match (&*s, &why) {
-                (None, _) | (Some(Stop::Interrupted), Stop::Fatal(_)) => *s = Some(why),
-                _ => {}
-            }
-        }
-        self.stopped.store(true, Ordering::Release);
-        self.stop_notify.notify_waiters();
-    }
-
-    /// Ends the run for a fatal reason.
-    pub fn stop_run(&self, reason: String) {
-        self.halt(Stop::Fatal(reason));
-    }
-
-    /// Sleeps for `d` unless the run stops first; false if it stopped.
-    pub async fn sleep(&self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => true,
-            _ = self.stopped() => false,
-        }
+    /// The run's stop signal, which this retrier raises on a fatal failure.
+    pub fn stop_signal(&self) -> &StopSignal {
+        &self.stop
     }
 
     /// Pauses the whole run until at least `delay` from now.
@@ -163,7 +104,7 @@ impl Pacer {
             if until <= now {
                 return true;
             }
-            if !self.sleep(Duration::from_millis(until - now)).await {
+            if !self.stop.sleep(Duration::from_millis(until - now)).await {
                 return false;
             }
         }
@@ -178,7 +119,7 @@ impl Pacer {
         let mut failures = 0u32; // 5xx and transport errors of this request
         let mut limited = 0u32; // 429s of this request
         loop {
-            if self.stopped.load(Ordering::Acquire) || !self.wait_if_paused().await {
+            if self.stop.is_stopped() || !self.wait_if_paused().await {
                 return Err(CallError::Stopped);
             }
             let err = match request().await {
@@ -208,14 +149,14 @@ impl Pacer {
                         || (auth == AuthFailure::ForbiddenFailsRow
                             && err.status() == Some(401)) =>
                 {
-                    self.stop_run(auth_message(&err));
+                    self.stop.stop_run(auth_message(&err));
                     return Err(CallError::Stopped);
                 }
                 Class::Transient { transport } => {
                     if transport {
                         let n = self.consecutive_transport.fetch_add(1, Ordering::AcqRel) + 1;
                         if n >= self.policy.max_consecutive_failures {
-                            self.stop_run(format!(
+                            self.stop.stop_run(format!(
                                 "{n} requests in a row could not reach the server (last: {err}); \
                                  stopping instead of failing every remaining user"
                             ));
@@ -226,7 +167,7 @@ impl Pacer {
                     if failures >= self.policy.attempts {
                         return Err(CallError::Row(err));
                     }
-                    if !self.sleep(jitter(self.step(failures))).await {
+                    if !self.stop.sleep(jitter(self.step(failures))).await {
                         return Err(CallError::Stopped);
                     }
                 }
@@ -300,6 +241,7 @@ fn jitter(max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stop::Stop;
     use std::sync::atomic::AtomicUsize;
 
     fn policy() -> Policy {
@@ -309,6 +251,10 @@ mod tests {
             max_delay: Duration::from_millis(4),
             max_consecutive_failures: 5,
         }
+    }
+
+    fn retrier(policy: Policy) -> Retrier {
+        Retrier::new(policy, Arc::new(StopSignal::new()))
     }
 
     fn http(status: u16) -> ApiError {
@@ -322,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn retries_5xx_up_to_the_limit() {
-        let pacer = Pacer::new(policy());
+        let pacer = retrier(policy());
         let calls = AtomicUsize::new(0);
         let r: Result<(), _> = pacer
             .call(AuthFailure::StopsRun, || async {
@@ -336,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn other_4xx_are_not_retried() {
-        let pacer = Pacer::new(policy());
+        let pacer = retrier(policy());
         let calls = AtomicUsize::new(0);
         let r: Result<(), _> = pacer
             .call(AuthFailure::StopsRun, || async {
@@ -350,17 +296,20 @@ mod tests {
 
     #[tokio::test]
     async fn auth_failure_stops_the_run_or_the_row() {
-        let pacer = Pacer::new(policy());
+        let pacer = retrier(policy());
         let r: Result<(), _> = pacer
             .call(AuthFailure::FailsRow, || async { Err(http(403)) })
             .await;
         assert_eq!(r, Err(CallError::Row(http(403))));
-        assert!(pacer.fatal().is_none());
+        assert!(pacer.stop_signal().fatal().is_none());
         let r: Result<(), _> = pacer
             .call(AuthFailure::StopsRun, || async { Err(http(401)) })
             .await;
         assert_eq!(r, Err(CallError::Stopped));
-        assert!(pacer.fatal().is_some_and(|m| m.contains("--resume")));
+        assert!(pacer
+            .stop_signal()
+            .fatal()
+            .is_some_and(|m| m.contains("--resume")));
         // Every later call stops at once.
         let r: Result<(), _> = pacer.call(AuthFailure::StopsRun, || async { Ok(()) }).await;
         assert_eq!(r, Err(CallError::Stopped));
@@ -368,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn consecutive_transport_failures_stop_the_run() {
-        let pacer = Pacer::new(Policy {
+        let pacer = retrier(Policy {
             attempts: 2,
             ..policy()
         });
@@ -380,7 +329,7 @@ mod tests {
                 })
                 .await;
             if r == Err(CallError::Stopped) {
-                fatal = pacer.fatal();
+                fatal = pacer.stop_signal().fatal();
                 break;
             }
         }
@@ -390,7 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn success_resets_the_transport_count() {
-        let pacer = Pacer::new(Policy {
+        let pacer = retrier(Policy {
             attempts: 4,
             ..policy()
         });
@@ -411,38 +360,63 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn rate_limit_pauses_every_request() {
-        let pacer = Pacer::new(policy());
-        let calls = AtomicUsize::new(0);
+        // One request meets a 429 asking for 3 s; four other requests, started
+        // while that pause is on, must each wait for it too.
+        let pacer = Arc::new(retrier(policy()));
         let start = tokio::time::Instant::now();
-        let r = pacer
-            .call(AuthFailure::StopsRun, || async {
-                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                    Err(ApiError::Http {
-                        status: 429,
-                        errcode: Some("M_LIMIT_EXCEEDED".into()),
-                        message: String::new(),
-                        retry_after: Some(Duration::from_secs(3)),
-                    })
-                } else {
-                    Ok(())
+        let limited = pacer.call(AuthFailure::StopsRun, {
+            let calls = AtomicUsize::new(0);
+            move || {
+                let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    if first {
+                        Err(ApiError::Http {
+                            status: 429,
+                            errcode: Some("M_LIMIT_EXCEEDED".into()),
+                            message: String::new(),
+                            retry_after: Some(Duration::from_secs(3)),
+                        })
+                    } else {
+                        Ok(tokio::time::Instant::now())
+                    }
                 }
-            })
-            .await;
-        assert_eq!(r, Ok(()));
-        assert!(start.elapsed() >= Duration::from_secs(3));
+            }
+        });
+        let others = (0..4).map(|i| {
+            let pacer = pacer.clone();
+            async move {
+                // Start after the 429 was seen.
+                tokio::time::sleep(Duration::from_millis(10 + i * 100)).await;
+                pacer
+                    .call(AuthFailure::StopsRun, || async {
+                        Ok(tokio::time::Instant::now())
+                    })
+                    .await
+            }
+        });
+        let (first, rest) = tokio::join!(limited, futures::future::join_all(others));
+        let mut sent = vec![first.expect("the limited request succeeds")];
+        sent.extend(
+            rest.into_iter()
+                .map(|r| r.expect("a paused request succeeds")),
+        );
+        assert_eq!(sent.len(), 5);
+        for at in sent {
+            assert!(at - start >= Duration::from_secs(3), "{:?}", at - start);
+        }
     }
 
     #[tokio::test]
     async fn an_interruption_ends_back_off_at_once() {
-        let pacer = Pacer::new(Policy {
+        let pacer = Arc::new(retrier(Policy {
             base_delay: Duration::from_secs(60),
             max_delay: Duration::from_secs(60),
             ..policy()
-        });
+        }));
         let p2 = pacer.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            p2.halt(Stop::Interrupted);
+            p2.stop_signal().halt(Stop::Interrupted);
         });
         let started = std::time::Instant::now();
         let r: Result<(), _> = pacer
@@ -450,10 +424,10 @@ mod tests {
             .await;
         assert_eq!(r, Err(CallError::Stopped));
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert_eq!(pacer.stop(), Some(Stop::Interrupted));
+        assert_eq!(pacer.stop_signal().stop(), Some(Stop::Interrupted));
         // A fatal reason found later still wins over the interruption.
-        pacer.stop_run("disk full".into());
-        assert_eq!(pacer.fatal().as_deref(), Some("disk full"));
+        pacer.stop_signal().stop_run("disk full".into());
+        assert_eq!(pacer.stop_signal().fatal().as_deref(), Some("disk full"));
     }
 
     #[test]

@@ -179,7 +179,7 @@ async fn retries_give_up_and_the_row_fails_with_the_reason() {
     .await;
     let w = Workdir::new();
     w.write("in.csv", "alice\n");
-    let out = run(w.reactivate(&m.url(), &["--retries", "2"])).await;
+    let out = run(w.reactivate(&m.url(), &["--max-attempts", "2"])).await;
     assert_eq!(out.status.code(), Some(3));
     let row = &w.results("out.csv")[0];
     assert_eq!(row.status, "failed");
@@ -204,7 +204,7 @@ async fn answers_that_are_not_json_fail_the_row_readably() {
         .await;
     let w = Workdir::new();
     w.write("in.csv", "alice\nbob\n");
-    let out = run(w.reactivate(&m.url(), &["--retries", "2"])).await;
+    let out = run(w.reactivate(&m.url(), &["--max-attempts", "2"])).await;
     assert_eq!(out.status.code(), Some(3));
     let users = by_user(&w.results("out.csv"));
     let a = &users["@alice:example.org"];
@@ -297,7 +297,14 @@ async fn a_server_that_stops_answering_stops_the_run() {
     let started = Instant::now();
     let out = run(w.reactivate(
         &m.url(),
-        &["--timeout", "0.2", "--concurrency", "4", "--retries", "3"],
+        &[
+            "--timeout",
+            "0.2",
+            "--concurrency",
+            "4",
+            "--max-attempts",
+            "3",
+        ],
     ))
     .await;
     assert_eq!(out.status.code(), Some(1));
@@ -446,7 +453,7 @@ async fn scripted_alice(
         .await;
     let w = Workdir::new();
     w.write("in.csv", "alice\n");
-    let out = run(w.reactivate(&m.url(), &["--retries", "2"])).await;
+    let out = run(w.reactivate(&m.url(), &["--max-attempts", "2"])).await;
     let row = w.results("out.csv").remove(0);
     (out, row, g, p)
 }

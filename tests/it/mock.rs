@@ -365,7 +365,7 @@ async fn preflight_failures_are_fatal_and_clear() {
     let w = Workdir::new();
     w.write("in.csv", "alice\n");
     let url = format!("http://127.0.0.1:{port}");
-    let out = run(w.reactivate(&url, &["--retries", "1"])).await;
+    let out = run(w.reactivate(&url, &["--max-attempts", "1"])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains(&url),

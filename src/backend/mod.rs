@@ -1,0 +1,65 @@
+//! The account operations the pipeline needs, behind one seam: look a user up,
+//! reactivate, unlock, add e-mail addresses.
+//!
+//! Where the logins live decides who holds an account's state: Synapse itself
+//! (`synapse`), or Matrix Authentication Service beside it. Each backend runs
+//! its requests through the run's retrier and answers in the terms of this
+//! module, so the pipeline's decisions never learn which backend it talks to.
+//! A backend never learns about rows, results or the progress display.
+
+pub mod synapse;
+
+use crate::retry::CallError;
+use crate::user_id::UserId;
+
+/// What the servers say about one account.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    pub deactivated: bool,
+    /// Erased (GDPR): the user asked to be forgotten, or was made to be.
+    pub erased: bool,
+    pub locked: bool,
+    /// The backend's own handle for the account (MAS's user ID), when it has one.
+    pub handle: Option<String>,
+}
+
+/// The outcome of a lookup that the servers answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Found(Account),
+    /// No such user: nothing may be created for it.
+    NotFound,
+}
+
+/// Account operations, each retried by the run's policy. `Err(CallError::Row)`
+/// is final for the user; `Err(CallError::Stopped)` means the run is stopping.
+// The futures are polled on the run's own task and never spawned, so no
+// `Send` bound is promised.
+#[allow(async_fn_in_trait)]
+pub trait Accounts {
+    /// Looks the user up. Never creates anything.
+    async fn look_up(&self, user: &UserId) -> Result<Lookup, CallError>;
+
+    /// Reactivates a user that `look_up` found deactivated, setting `password`
+    /// when given and unlocking when asked. An error with a status below 500
+    /// means the server refused and applied nothing; any other error leaves
+    /// the outcome unknown, and the caller looks again.
+    async fn reactivate(
+        &self,
+        user: &UserId,
+        account: &Account,
+        password: Option<&str>,
+        unlock: bool,
+    ) -> Result<(), CallError>;
+
+    /// Unlocks an active user, changing nothing else.
+    async fn unlock(&self, user: &UserId, account: &Account) -> Result<(), CallError>;
+
+    /// Gives back e-mail addresses that deactivation removed.
+    async fn add_emails(
+        &self,
+        user: &UserId,
+        account: &Account,
+        emails: &[String],
+    ) -> Result<(), CallError>;
+}

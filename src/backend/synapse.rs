@@ -1,0 +1,360 @@
+//! Synapse's admin API: the client for every Synapse request the tool makes,
+//! and the account operations through it for servers that own their logins.
+//!
+//! It never sends a PUT for a user that a GET did not find deactivated (a PUT
+//! on an unknown ID creates an account), and it never puts the token anywhere
+//! but the (sensitive) Authorization header. Requests here are single
+//! attempts; `SynapseAccounts` runs them through the run's retrier.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+use reqwest::{Method, StatusCode};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::{Account, Accounts, Lookup};
+use crate::http::{bearer, field, ApiError, Auth, Http};
+use crate::retry::{AuthFailure, CallError, Retrier};
+use crate::user_id::UserId;
+
+/// What `GET /_synapse/admin/v2/users/{id}` says about a user.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct UserInfo {
+    #[serde(default, deserialize_with = "flag")]
+    pub deactivated: bool,
+    #[serde(default, deserialize_with = "flag")]
+    pub erased: bool,
+    #[serde(default, deserialize_with = "flag")]
+    pub locked: bool,
+}
+
+/// Older Synapse versions send flags as 0/1 (SQLite integers); newer ones as booleans.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Int(i64),
+        Null(()),
+    }
+    Ok(match Flag::deserialize(d)? {
+        Flag::Bool(b) => b,
+        Flag::Int(i) => i != 0,
+        Flag::Null(()) => false,
+    })
+}
+
+impl From<UserInfo> for Account {
+    fn from(u: UserInfo) -> Self {
+        Account {
+            deactivated: u.deactivated,
+            erased: u.erased,
+            locked: u.locked,
+            ..Account::default()
+        }
+    }
+}
+
+/// A Synapse server version, as far as the tool needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerVersion {
+    pub text: String,
+    /// (major, minor) when the text starts with them.
+    pub numbers: Option<(u32, u32)>,
+}
+
+impl ServerVersion {
+    pub fn parse(text: &str) -> Self {
+        let mut parts = text.trim().split(|c: char| !c.is_ascii_digit());
+        let numbers = match (parts.next(), parts.next()) {
+            (Some(a), Some(b)) => a.parse().ok().zip(b.parse().ok()),
+            _ => None,
+        };
+        ServerVersion {
+            text: text.trim().to_owned(),
+            numbers,
+        }
+    }
+
+    /// Whether this server is known to be older than `major.minor`.
+    pub fn is_older_than(&self, major: u32, minor: u32) -> bool {
+        self.numbers.is_some_and(|v| v < (major, minor))
+    }
+}
+
+/// The Synapse admin API client. Cheap to clone; clones share one pool.
+#[derive(Clone)]
+pub struct SynapseClient {
+    http: Http,
+    /// `Bearer …`, marked sensitive.
+    auth: HeaderValue,
+}
+
+impl SynapseClient {
+    /// `base` is the client-server API base URL.
+    pub fn new(
+        base: &str,
+        token: &SecretString,
+        timeout: Duration,
+        ca_cert: Option<reqwest::Certificate>,
+        max_idle_per_host: usize,
+    ) -> anyhow::Result<Self> {
+        Ok(SynapseClient {
+            http: Http::new(base, timeout, ca_cert, max_idle_per_host)?,
+            auth: bearer(token)?,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        self.http.base()
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), ApiError> {
+        self.http
+            .send(method, path, body, Auth::Bearer(&self.auth))
+            .await
+    }
+
+    /// A string field of a success body.
+    fn text(status: u16, v: &serde_json::Value, name: &str) -> Result<String, ApiError> {
+        v.get(name)
+            .and_then(|s| s.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::BadBody {
+                status,
+                message: format!("no {name} in the answer"),
+            })
+    }
+
+    /// `GET /_synapse/admin/v1/server_version`, sent without the token.
+    pub async fn server_version(&self) -> Result<ServerVersion, ApiError> {
+        let path = "/_synapse/admin/v1/server_version";
+        let (status, v) = self.http.send(Method::GET, path, None, Auth::None).await?;
+        Ok(ServerVersion::parse(&Self::text(
+            status,
+            &v,
+            "server_version",
+        )?))
+    }
+
+    /// `GET /_matrix/client/v3/account/whoami`: the token's own user ID.
+    pub async fn whoami(&self) -> Result<String, ApiError> {
+        let path = "/_matrix/client/v3/account/whoami";
+        let (status, v) = self.send(Method::GET, path, None).await?;
+        Self::text(status, &v, "user_id")
+    }
+
+    /// `GET /_synapse/admin/v1/users/{id}/admin`.
+    pub async fn is_admin(&self, user: &UserId) -> Result<bool, ApiError> {
+        let path = format!("/_synapse/admin/v1/users/{}/admin", user.path_segment());
+        let (status, v) = self.send(Method::GET, &path, None).await?;
+        v.get("admin")
+            .and_then(|a| a.as_bool())
+            .ok_or_else(|| ApiError::BadBody {
+                status,
+                message: "no admin flag in the answer".into(),
+            })
+    }
+
+    /// `GET /_synapse/admin/v2/users/{id}`. A 404 is an answer, not an error.
+    pub async fn get_user(&self, user: &UserId) -> Result<Option<UserInfo>, ApiError> {
+        let path = format!("/_synapse/admin/v2/users/{}", user.path_segment());
+        match self.send(Method::GET, &path, None).await {
+            Ok((status, v)) => field(status, v).map(Some),
+            Err(ApiError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /_synapse/admin/v2/users/{id}` with `body`, for a user known to
+    /// exist. Only the fields in `body` change.
+    pub async fn modify_existing(
+        &self,
+        user: &UserId,
+        body: &serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let path = format!("/_synapse/admin/v2/users/{}", user.path_segment());
+        let (status, _) = self.send(Method::PUT, &path, Some(body)).await?;
+        if status == StatusCode::CREATED.as_u16() {
+            // The user vanished between the GET and the PUT and the server just
+            // created it: say so loudly rather than report success.
+            return Err(ApiError::BadBody {
+                status,
+                message: "the server CREATED this user (it no longer existed when the \
+                          change was sent); check and deactivate it by hand"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `GET /_synapse/admin/v1/users/{id}/memberships` (Synapse 1.145+): room → membership.
+    pub async fn memberships(&self, user: &UserId) -> Result<HashMap<String, String>, ApiError> {
+        #[derive(Deserialize)]
+        struct Body {
+            memberships: HashMap<String, String>,
+        }
+        let path = format!(
+            "/_synapse/admin/v1/users/{}/memberships",
+            user.path_segment()
+        );
+        let (status, v) = self.send(Method::GET, &path, None).await?;
+        field::<Body>(status, v).map(|b| b.memberships)
+    }
+
+    /// `GET /_synapse/admin/v1/rooms/{room_id}/state`: the room's current state events.
+    pub async fn room_state(&self, room_id: &str) -> Result<Vec<StateEvent>, ApiError> {
+        #[derive(Deserialize)]
+        struct Body {
+            state: Vec<StateEvent>,
+        }
+        let path = format!("/_synapse/admin/v1/rooms/{}/state", encode_segment(room_id));
+        let (status, v) = self.send(Method::GET, &path, None).await?;
+        field::<Body>(status, v).map(|b| b.state)
+    }
+
+    /// `POST /_synapse/admin/v1/join/{room_id_or_alias}`: joins a local user;
+    /// returns the room ID.
+    pub async fn join(&self, room: &str, user: &UserId) -> Result<String, ApiError> {
+        let path = format!("/_synapse/admin/v1/join/{}", encode_segment(room));
+        let body = serde_json::json!({ "user_id": user.as_str() });
+        let (status, v) = self.send(Method::POST, &path, Some(&body)).await?;
+        Self::text(status, &v, "room_id")
+    }
+}
+
+/// One state event, as far as rejoining needs it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StateEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub state_key: Option<String>,
+    #[serde(default)]
+    pub sender: String,
+    #[serde(default)]
+    pub origin_server_ts: i64,
+    #[serde(default)]
+    pub content: serde_json::Value,
+}
+
+/// Percent-encodes a room ID or alias as one path segment.
+pub fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, crate::user_id::PATH_SEGMENT).to_string()
+}
+
+/// Accounts on a server that owns its logins: Synapse alone holds the state.
+pub struct SynapseAccounts {
+    client: SynapseClient,
+    retrier: Arc<Retrier>,
+}
+
+impl SynapseAccounts {
+    pub fn new(client: SynapseClient, retrier: Arc<Retrier>) -> Self {
+        SynapseAccounts { client, retrier }
+    }
+
+    async fn put(&self, user: &UserId, body: serde_json::Value) -> Result<(), CallError> {
+        self.retrier
+            .call(AuthFailure::StopsRun, || {
+                self.client.modify_existing(user, &body)
+            })
+            .await
+    }
+}
+
+impl Accounts for SynapseAccounts {
+    async fn look_up(&self, user: &UserId) -> Result<Lookup, CallError> {
+        let found = self
+            .retrier
+            .call(AuthFailure::StopsRun, || self.client.get_user(user))
+            .await?;
+        Ok(match found {
+            Some(info) => Lookup::Found(info.into()),
+            None => Lookup::NotFound,
+        })
+    }
+
+    /// One PUT: `{"deactivated": false}`, the password if any, and
+    /// `"locked": false` if asked.
+    async fn reactivate(
+        &self,
+        user: &UserId,
+        _: &Account,
+        password: Option<&str>,
+        unlock: bool,
+    ) -> Result<(), CallError> {
+        let mut body = serde_json::json!({ "deactivated": false });
+        if let Some(p) = password {
+            body["password"] = p.into();
+        }
+        if unlock {
+            body["locked"] = false.into();
+        }
+        self.put(user, body).await
+    }
+
+    /// `{"locked": false}` only, so the password and devices stay as they are.
+    async fn unlock(&self, user: &UserId, _: &Account) -> Result<(), CallError> {
+        self.put(user, serde_json::json!({ "locked": false })).await
+    }
+
+    /// Synapse's threepids: deactivation removed them all, so setting the
+    /// list loses nothing.
+    async fn add_emails(
+        &self,
+        user: &UserId,
+        _: &Account,
+        emails: &[String],
+    ) -> Result<(), CallError> {
+        let threepids: Vec<_> = emails
+            .iter()
+            .map(|e| serde_json::json!({ "medium": "email", "address": e }))
+            .collect();
+        self.put(user, serde_json::json!({ "threepids": threepids }))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_parsing() {
+        let v = ServerVersion::parse("1.163.2");
+        assert_eq!(v.numbers, Some((1, 163)));
+        assert!(!v.is_older_than(1, 99));
+        let v = ServerVersion::parse("1.98.0rc1");
+        assert!(v.is_older_than(1, 99));
+        let v = ServerVersion::parse("1.20.0 (b=master, abc)");
+        assert_eq!(v.numbers, Some((1, 20)));
+        let v = ServerVersion::parse("unknown");
+        assert_eq!(v.numbers, None);
+        assert!(!v.is_older_than(1, 99));
+    }
+
+    #[test]
+    fn flags_accept_bools_and_ints() {
+        let u: UserInfo =
+            serde_json::from_str(r#"{"deactivated": 1, "erased": false, "locked": null}"#).unwrap();
+        assert_eq!(
+            u,
+            UserInfo {
+                deactivated: true,
+                erased: false,
+                locked: false
+            }
+        );
+        let u: UserInfo = serde_json::from_str(r#"{"name": "@a:b"}"#).unwrap();
+        assert!(!u.deactivated);
+    }
+}

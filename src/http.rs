@@ -1,0 +1,341 @@
+//! The HTTP layer shared by every API the tool talks to: one JSON request at a
+//! time, typed errors, nothing else.
+//!
+//! It knows the two error body shapes the tool meets (Matrix's
+//! `{"errcode","error"}` and MAS's JSON:API `{"errors":[{"title"}]}`), reads
+//! `Retry-After`, and never follows a redirect, so a token can never be sent
+//! somewhere the admin did not name. It has no retry policy (see `retry`) and
+//! knows no endpoint (see `backend`).
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// An error from one request, as the server or the network gave it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The server answered with an error status.
+    #[error("{}", http_error_text(*status, errcode, message))]
+    Http {
+        status: u16,
+        errcode: Option<String>,
+        message: String,
+        /// From `Retry-After` or `retry_after_ms`, when the server gave one.
+        retry_after: Option<Duration>,
+    },
+    /// No usable answer: connection refused or cut, timeout, truncated body.
+    #[error("{0}")]
+    Transport(String),
+    /// A success status with a body that is not what the API documents.
+    #[error("unexpected answer from the server (HTTP {status}): {message}")]
+    BadBody { status: u16, message: String },
+}
+
+fn http_error_text(status: u16, errcode: &Option<String>, message: &str) -> String {
+    match errcode {
+        Some(code) => format!("HTTP {status} {code}: {message}"),
+        None => format!("HTTP {status}: {message}"),
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether the server could not be reached at all (no answer, or a
+    /// gateway's 502/503/504), as opposed to an answer about this request.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Transport(_)
+                | ApiError::Http {
+                    status: 502..=504,
+                    ..
+                }
+        )
+    }
+
+    pub fn errcode(&self) -> Option<&str> {
+        match self {
+            ApiError::Http { errcode, .. } => errcode.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON-over-HTTP client for one base URL. Cheap to clone; clones share
+/// one connection pool.
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    base: String,
+}
+
+/// How an API authenticates a request.
+pub enum Auth<'a> {
+    None,
+    Bearer(&'a HeaderValue),
+}
+
+/// `Bearer <token>` as a header value marked sensitive, so it never shows in
+/// debug output.
+pub fn bearer(token: &SecretString) -> anyhow::Result<HeaderValue> {
+    let mut auth =
+        HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())).map_err(|_| {
+            anyhow::anyhow!("the access token contains characters not allowed in an HTTP header")
+        })?;
+    auth.set_sensitive(true);
+    Ok(auth)
+}
+
+impl Http {
+    /// `base` is the API's base URL; a trailing slash is dropped.
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        ca_cert: Option<reqwest::Certificate>,
+        max_idle_per_host: usize,
+    ) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("matrix-reactivate/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(max_idle_per_host)
+            // Never follow a redirect with the token to another place.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(cert) = ca_cert {
+            builder = builder.add_root_certificate(cert);
+        }
+        Ok(Http {
+            client: builder.build()?,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one request with an optional JSON body and returns the JSON body
+    /// of a success (`null` for an empty one), or the error.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        auth: Auth<'_>,
+    ) -> Result<(u16, serde_json::Value), ApiError> {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Auth::Bearer(h) = auth {
+            req = req.header(AUTHORIZATION, h.clone());
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        answer(req).await
+    }
+
+    /// A request to an absolute URL (one the server itself advertised), for
+    /// the cases `send` does not cover, such as form posts.
+    pub fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, url)
+    }
+}
+
+/// Sends a prepared request and reads its answer as `send` does.
+pub async fn answer(req: reqwest::RequestBuilder) -> Result<(u16, serde_json::Value), ApiError> {
+    let resp = req.send().await.map_err(transport_error)?;
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let bytes = resp.bytes().await.map_err(transport_error)?;
+    if status.is_success() {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok((status.as_u16(), serde_json::Value::Null));
+        }
+        let value = serde_json::from_slice(&bytes).map_err(|_| ApiError::BadBody {
+            status: status.as_u16(),
+            message: format!("not JSON: {}", snippet(&bytes)),
+        })?;
+        return Ok((status.as_u16(), value));
+    }
+    Err(http_error(status, &bytes, retry_after))
+}
+
+/// Reads a field of a success body, or says what was missing.
+pub fn field<T: serde::de::DeserializeOwned>(
+    status: u16,
+    value: serde_json::Value,
+) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::BadBody {
+        status,
+        message: e.to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    errcode: Option<String>,
+    error: Option<String>,
+    retry_after_ms: Option<u64>,
+    /// MAS's JSON:API errors: one entry per cause.
+    errors: Option<Vec<JsonApiError>>,
+}
+
+#[derive(Deserialize)]
+struct JsonApiError {
+    title: Option<String>,
+}
+
+fn transport_error(e: reqwest::Error) -> ApiError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer was cut off"
+    } else {
+        "request failed"
+    };
+    // The source chain says why (refused, reset, TLS, DNS); the URL is not secret.
+    let mut text = format!("{what}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    ApiError::Transport(text)
+}
+
+fn http_error(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> ApiError {
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let (errcode, message, retry_ms) = match parsed {
+        Some(b) => {
+            let titles: Vec<String> = (b.errors.into_iter().flatten())
+                .filter_map(|e| e.title)
+                .collect();
+            let message = match b.error {
+                Some(m) => m,
+                None if !titles.is_empty() => titles.join("; "),
+                None => snippet(body),
+            };
+            (b.errcode, message, b.retry_after_ms)
+        }
+        None => (None, non_json_message(status, body), None),
+    };
+    ApiError::Http {
+        status: status.as_u16(),
+        errcode,
+        message,
+        retry_after: retry_after.or(retry_ms.map(Duration::from_millis)),
+    }
+}
+
+fn non_json_message(status: StatusCode, body: &[u8]) -> String {
+    let reason = status.canonical_reason().unwrap_or("error");
+    if body.is_empty() {
+        reason.to_owned()
+    } else {
+        format!(
+            "{reason} (not a Matrix answer, a proxy's page?: {})",
+            snippet(body)
+        )
+    }
+}
+
+/// At most 120 characters of a body, on one line, for an error message.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 120 {
+        one_line = one_line.chars().take(120).collect::<String>() + "…";
+    }
+    if one_line.is_empty() {
+        "empty body".into()
+    } else {
+        one_line
+    }
+}
+
+/// `Retry-After` is either whole seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("5"), Some(Duration::from_secs(5)));
+        let later = SystemTime::now() + Duration::from_secs(30);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        let past = SystemTime::now() - Duration::from_secs(30);
+        assert_eq!(
+            parse_retry_after(&httpdate::fmt_http_date(past)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn mas_error_bodies_give_every_title() {
+        let e = http_error(
+            StatusCode::UNAUTHORIZED,
+            br#"{"errors":[{"title":"Access token expired"},{"title":"more"}]}"#,
+            None,
+        );
+        assert_eq!(e.to_string(), "HTTP 401: Access token expired; more");
+    }
+
+    #[test]
+    fn error_bodies() {
+        let e = http_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"errcode":"M_LIMIT_EXCEEDED","error":"Too Many Requests","retry_after_ms":4782}"#,
+            None,
+        );
+        assert_eq!(e.errcode(), Some("M_LIMIT_EXCEEDED"));
+        assert!(
+            matches!(e, ApiError::Http { retry_after: Some(d), .. } if d == Duration::from_millis(4782))
+        );
+        let e = http_error(
+            StatusCode::BAD_GATEWAY,
+            b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+            Some(Duration::from_secs(2)),
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("HTTP 502") && text.contains("502 Bad Gateway"),
+            "{text}"
+        );
+        assert!(
+            matches!(e, ApiError::Http { retry_after: Some(d), .. } if d == Duration::from_secs(2))
+        );
+    }
+}

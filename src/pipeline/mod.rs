@@ -1,0 +1,358 @@
+//! What happens to each user: look up, decide, pace, journal, reactivate,
+//! give back. `decide` holds the decisions; this module executes the plans.
+//!
+//! Invariants this module keeps, beside those of `decide`:
+//! - No request that sets a password before that password is fsynced in the
+//!   journal.
+//! - A reactivation whose outcome is unknown (timeout, 5xx, a garbled answer)
+//!   is looked up again, and a password the account may now hold is never
+//!   dropped from the results.
+//! - Profile fields never ride on the reactivation request (a 429 there can
+//!   leave the profile saved and the account still deactivated); they and the
+//!   rooms are given back only after the reactivation succeeded (`restore`).
+//!
+//! It does not write files or print: every outcome goes back to the one
+//! consumer (`run::sink`), which owns the results file and the progress display.
+
+pub mod decide;
+mod restore;
+
+use std::collections::HashMap;
+
+use crate::backend::synapse::SynapseClient;
+use crate::backend::{Account, Accounts, Lookup};
+use crate::config::Passwords;
+use crate::http::ApiError;
+use crate::input::{InputRow, Restore};
+use crate::journal::Journal;
+use crate::report::{ResultRow, Status};
+use crate::retry::{CallError, Retrier};
+use crate::stop::StopSignal;
+use crate::throttle::Throttle;
+use crate::user_id::UserId;
+
+use decide::{decide, not_local, Choices, PasswordSource, Plan};
+pub use restore::RoomCache;
+
+/// The options that shape what is done to each user.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub server_name: String,
+    /// The admin the token belongs to, named in hints.
+    pub admin: String,
+    pub dry_run: bool,
+    pub include_erased: bool,
+    pub unlock: bool,
+    pub passwords: Passwords,
+    /// `--left-since` in ms, when `--rejoin-rooms` is given.
+    pub rejoin_since: Option<i64>,
+}
+
+/// What every user's processing shares for the whole run.
+pub struct Shared<'a, A> {
+    pub accounts: &'a A,
+    /// Rooms and profile always go through Synapse, whoever holds the logins.
+    pub synapse: &'a SynapseClient,
+    pub retrier: &'a Retrier,
+    pub throttle: Option<&'a Throttle>,
+    /// `None` in a dry run.
+    pub journal: Option<&'a Journal>,
+    pub options: &'a Options,
+}
+
+/// What the run learns as it goes, or brought from an earlier run.
+#[derive(Default)]
+pub struct Caches {
+    /// Passwords an interrupted run journaled for users with no result yet.
+    pub earlier_passwords: HashMap<String, String>,
+    pub rooms: RoomCache,
+}
+
+pub struct Worker<'a, A> {
+    pub shared: Shared<'a, A>,
+    pub caches: Caches,
+}
+
+/// The end of one user's processing.
+#[derive(Debug)]
+pub enum Done {
+    Row(ResultRow),
+    /// Failed because the server could not be reached. Written once the server
+    /// is seen answering again; dropped (left for `--resume`) if the run stops
+    /// because it never does.
+    Unreached(ResultRow),
+    /// The run is stopping (fatal error or interruption); the user gets no row
+    /// now and is done again on `--resume`.
+    Abandoned,
+}
+
+/// One user being processed.
+struct Job {
+    user: UserId,
+    line: u64,
+    restore: Restore,
+}
+
+impl Job {
+    fn row(&self, status: Status, password: Option<String>, error: &str) -> ResultRow {
+        row(
+            self.user.as_str().to_owned(),
+            self.line,
+            status,
+            password,
+            error,
+        )
+    }
+}
+
+fn row(
+    user_id: String,
+    line: u64,
+    status: Status,
+    password: Option<String>,
+    error: &str,
+) -> ResultRow {
+    ResultRow {
+        user_id,
+        status,
+        password,
+        error: error.to_owned(),
+        line,
+        rooms_rejoined: String::new(),
+        rooms_failed: String::new(),
+    }
+}
+
+impl<A: Accounts> Worker<'_, A> {
+    pub async fn process(&self, input: InputRow) -> Done {
+        let options = self.shared.options;
+        let user = match input.user {
+            Ok(u) => u,
+            Err(why) => {
+                let id = shorten(&input.raw);
+                return Done::Row(row(id, input.line, Status::Invalid, None, &why));
+            }
+        };
+        let job = Job {
+            user,
+            line: input.line,
+            restore: input.restore,
+        };
+        if let Some(why) = not_local(&job.user, &options.server_name) {
+            return Done::Row(job.row(Status::NotLocal, None, &why));
+        }
+        let lookup = match self.shared.accounts.look_up(&job.user).await {
+            Ok(l) => l,
+            Err(CallError::Stopped) => return Done::Abandoned,
+            Err(CallError::Row(e)) => {
+                let why = format!("checking the user: {e}");
+                return failed(&e, job.row(Status::Failed, None, &why));
+            }
+        };
+        let journaled = self.caches.earlier_passwords.get(job.user.as_str());
+        let choices = Choices {
+            dry_run: options.dry_run,
+            include_erased: options.include_erased,
+            unlock: options.unlock,
+            passwords: &options.passwords,
+        };
+        let plan = decide(
+            &lookup,
+            journaled.map(String::as_str),
+            input.password.as_deref(),
+            &choices,
+        );
+        let account = match lookup {
+            Lookup::Found(a) => a,
+            Lookup::NotFound => Account::default(),
+        };
+        self.execute(plan, &job, &account).await
+    }
+
+    async fn execute(&self, plan: Plan, job: &Job, account: &Account) -> Done {
+        match plan {
+            Plan::Report { status, note } => Done::Row(job.row(status, None, note)),
+            Plan::FinishEarlier { password } => {
+                let row = job.row(Status::Reactivated, Some(password), "");
+                self.finish(job, account, row).await
+            }
+            Plan::WouldReactivate { note } => {
+                let row = job.row(Status::WouldReactivate, None, note);
+                self.finish(job, account, row).await
+            }
+            Plan::Unlock => match self.shared.accounts.unlock(&job.user, account).await {
+                Ok(()) => Done::Row(job.row(Status::Unlocked, None, "")),
+                Err(CallError::Stopped) => Done::Abandoned,
+                Err(CallError::Row(e)) => {
+                    let why = format!("unlocking: {e}");
+                    failed(&e, job.row(Status::Failed, None, &why))
+                }
+            },
+            Plan::Reactivate { password, unlock } => {
+                self.reactivate(job, account, password, unlock).await
+            }
+        }
+    }
+
+    fn stop(&self) -> &StopSignal {
+        self.shared.retrier.stop_signal()
+    }
+
+    async fn reactivate(
+        &self,
+        job: &Job,
+        account: &Account,
+        source: PasswordSource,
+        unlock: bool,
+    ) -> Done {
+        let Ok(password) = self.password(job, source).await else {
+            return Done::Abandoned;
+        };
+        if !self.pace().await {
+            return Done::Abandoned;
+        }
+        let outcome = self
+            .shared
+            .accounts
+            .reactivate(&job.user, account, password.as_deref(), unlock)
+            .await;
+        match self.confirm(job, &password, outcome).await {
+            Ok(()) => {
+                let row = job.row(Status::Reactivated, password, "");
+                self.finish(job, account, row).await
+            }
+            Err(done) => done,
+        }
+    }
+
+    /// The password to set, journaled (fsynced) before it is sent.
+    /// Err(()) when the run had to stop.
+    async fn password(&self, job: &Job, source: PasswordSource) -> Result<Option<String>, ()> {
+        let password = match source {
+            PasswordSource::Journaled(p) => return Ok(Some(p)),
+            PasswordSource::None => return Ok(None),
+            PasswordSource::FromInput(p) => p,
+            PasswordSource::Generate { length } => match crate::password::generate(length) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.stop().stop_run(format!("{e:#}"));
+                    return Err(());
+                }
+            },
+        };
+        if let Some(journal) = self.shared.journal {
+            if let Err(e) = journal.record(job.user.as_str(), &password).await {
+                self.stop().stop_run(format!(
+                    "cannot write the password journal {} ({e}); no password was sent \
+                     without being saved. Free space or fix the folder, then run again with --resume",
+                    journal.path().display()
+                ));
+                return Err(());
+            }
+        }
+        Ok(Some(password))
+    }
+
+    /// Whether a reactivation took effect: `Ok` if it did, else the user's end.
+    async fn confirm(
+        &self,
+        job: &Job,
+        password: &Option<String>,
+        outcome: Result<(), CallError>,
+    ) -> Result<(), Done> {
+        let e = match outcome {
+            Ok(()) => return Ok(()),
+            Err(CallError::Stopped) => return Err(Done::Abandoned),
+            Err(CallError::Row(e)) => e,
+        };
+        let why = format!("reactivating: {e}");
+        if e.status().is_some_and(|s| s < 500) {
+            // The server refused: nothing was applied.
+            return Err(Done::Row(job.row(Status::Failed, None, &why)));
+        }
+        // No clear answer: the change may have landed. Look again rather than
+        // guess, and never drop a password the account may now hold.
+        match self.shared.accounts.look_up(&job.user).await {
+            Ok(Lookup::Found(now)) if !now.deactivated => Ok(()),
+            Ok(_) => Err(failed(&e, job.row(Status::Failed, None, &why))),
+            Err(CallError::Stopped) => Err(Done::Abandoned),
+            Err(CallError::Row(again)) => {
+                let why = format!(
+                    "{why}; the server could not be asked whether it applied it ({again}): \
+                     the account may now have the password in this row"
+                );
+                Err(failed(
+                    &again,
+                    job.row(Status::Failed, password.clone(), &why),
+                ))
+            }
+        }
+    }
+
+    /// Waits for a slot of the throttle; false if the run stopped meanwhile.
+    /// Waiting is not a request in flight: an interruption ends it.
+    async fn pace(&self) -> bool {
+        let Some(throttle) = self.shared.throttle else {
+            return true;
+        };
+        tokio::select! {
+            _ = throttle.acquire() => true,
+            _ = self.stop().stopped() => false,
+        }
+    }
+
+    /// Gives back rooms and profile after a reactivation (or lists the rooms
+    /// that would be rejoined, in a dry run) and completes the row.
+    async fn finish(&self, job: &Job, account: &Account, mut row: ResultRow) -> Done {
+        let Ok(restored) = self.give_back(job, account).await else {
+            return Done::Abandoned;
+        };
+        let mut problems: Vec<String> = Vec::new();
+        if !row.error.is_empty() {
+            problems.push(std::mem::take(&mut row.error));
+        }
+        if account.locked && !self.shared.options.unlock {
+            problems.push("still locked: run again with --unlock to unlock".into());
+        }
+        problems.extend(restored.problems);
+        row.error = problems.join("; ");
+        row.rooms_rejoined = restored.rooms_rejoined.join(";");
+        row.rooms_failed = restored.rooms_failed.join("; ");
+        Done::Row(row)
+    }
+}
+
+fn failed(e: &ApiError, row: ResultRow) -> Done {
+    if e.is_unreachable() {
+        Done::Unreached(row)
+    } else {
+        Done::Row(row)
+    }
+}
+
+/// Keeps an unusable cell readable in the results (a 1 MB line stays a short row).
+fn shorten(raw: &str) -> String {
+    const MAX: usize = 300;
+    if raw.len() <= MAX {
+        return raw.to_owned();
+    }
+    let mut end = MAX;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &raw[..end], raw.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_cells_are_shortened_on_a_char_boundary() {
+        let s = "é".repeat(1000);
+        let short = shorten(&s);
+        assert!(short.len() < 320, "{}", short.len());
+        assert!(short.ends_with("(2000 bytes)"));
+        assert_eq!(shorten("abc"), "abc");
+    }
+}

@@ -1,0 +1,175 @@
+//! What happened to each user: statuses, result rows and their counts; the
+//! results file (`results`); the summary and the exit code (`summary`).
+//!
+//! This module never decides what happens to a user, only records it.
+
+pub mod results;
+pub mod summary;
+
+pub const HEADER: [&str; 7] = [
+    "user_id",
+    "status",
+    "password",
+    "error",
+    "line",
+    "rooms_rejoined",
+    "rooms_failed",
+];
+
+/// What happened to one user (or one unusable line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    Reactivated,
+    WouldReactivate,
+    Unlocked,
+    WouldUnlock,
+    AlreadyActive,
+    NotFound,
+    Erased,
+    NotLocal,
+    Invalid,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 10] = [
+        Status::Reactivated,
+        Status::WouldReactivate,
+        Status::Unlocked,
+        Status::WouldUnlock,
+        Status::AlreadyActive,
+        Status::NotFound,
+        Status::Erased,
+        Status::NotLocal,
+        Status::Invalid,
+        Status::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Reactivated => "reactivated",
+            Status::WouldReactivate => "would_reactivate",
+            Status::Unlocked => "unlocked",
+            Status::WouldUnlock => "would_unlock",
+            Status::AlreadyActive => "already_active",
+            Status::NotFound => "not_found",
+            Status::Erased => "erased",
+            Status::NotLocal => "not_local",
+            Status::Invalid => "invalid",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Rows that an admin must look at; any of them makes the exit code 3.
+    pub fn needs_attention(self) -> bool {
+        !matches!(
+            self,
+            Status::Reactivated
+                | Status::WouldReactivate
+                | Status::Unlocked
+                | Status::WouldUnlock
+                | Status::AlreadyActive
+        )
+    }
+}
+
+/// One row of the results file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultRow {
+    pub user_id: String,
+    pub status: Status,
+    pub password: Option<String>,
+    pub error: String,
+    /// The input line where the user first appears.
+    pub line: u64,
+    /// Rooms joined again, `;`-separated (rooms that would be, in a dry run).
+    pub rooms_rejoined: String,
+    /// Rooms that could not be joined, each with its reason, `;`-separated.
+    pub rooms_failed: String,
+}
+
+impl ResultRow {
+    /// A user who is back, but not all of what deactivation took is: some rooms
+    /// or profile fields could not be given back.
+    pub fn is_partial(&self) -> bool {
+        is_partial(self.status, &self.error, &self.rooms_failed)
+    }
+}
+
+pub fn is_partial(status: Status, error: &str, rooms_failed: &str) -> bool {
+    matches!(status, Status::Reactivated | Status::Unlocked)
+        && !(error.is_empty() && rooms_failed.is_empty())
+}
+
+/// Counts per status, plus what never became a row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    by_status: [u64; 10],
+    /// Reactivated rows whose rooms or profile were not all given back.
+    pub partial: u64,
+    /// Input lines naming a user already seen.
+    pub duplicates: u64,
+    /// Rows already in the results file when a run resumed.
+    pub resumed: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, s: Status) {
+        self.by_status[s as usize] += 1;
+    }
+
+    pub fn record(&mut self, row: &ResultRow) {
+        self.add(row.status);
+        if row.is_partial() {
+            self.partial += 1;
+        }
+    }
+
+    pub fn get(&self, s: Status) -> u64 {
+        self.by_status[s as usize]
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.by_status.iter().sum()
+    }
+
+    pub fn needs_attention(&self) -> u64 {
+        Status::ALL
+            .into_iter()
+            .filter(|s| s.needs_attention())
+            .map(|s| self.get(s))
+            .sum::<u64>()
+            + self.partial
+    }
+
+    /// `reactivated 12 · already_active 3 · …`, statuses with a count only.
+    pub fn brief(&self) -> String {
+        let parts: Vec<String> = Status::ALL
+            .into_iter()
+            .filter(|&s| self.get(s) > 0)
+            .map(|s| format!("{} {}", s.as_str(), self.get(s)))
+            .collect();
+        if parts.is_empty() {
+            "nothing yet".into()
+        } else {
+            parts.join(" · ")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for st in Status::ALL {
+            assert_eq!(Status::parse(st.as_str()), Some(st));
+        }
+        assert_eq!(Status::parse("pending"), None);
+    }
+}

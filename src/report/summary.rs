@@ -1,0 +1,273 @@
+//! The end-of-run summary (counts, time, where the results are, what to do
+//! next) and the exit code. Both are pure functions of the counts and of how
+//! the run ended.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Counts, Status};
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Complete,
+    Interrupted,
+    Fatal(String),
+}
+
+/// The exit code for a run that got as far as processing users.
+pub fn exit_code(ending: &Ending, counts: &Counts) -> i32 {
+    match ending {
+        Ending::Fatal(_) => 1,
+        Ending::Interrupted => 130,
+        Ending::Complete if counts.needs_attention() > 0 => 3,
+        Ending::Complete => 0,
+    }
+}
+
+/// What the summary needs to know.
+pub struct SummaryInput<'a> {
+    pub counts: &'a Counts,
+    pub ending: &'a Ending,
+    pub elapsed: Duration,
+    pub results: &'a Path,
+    pub dry_run: bool,
+    pub resume_command: &'a str,
+}
+
+/// What a line of the summary counts.
+#[derive(Clone, Copy)]
+enum Counted {
+    Status(Status),
+    /// Reactivated rows whose rooms or profile were not all given back.
+    Partial,
+}
+
+impl Counted {
+    fn of(self, c: &Counts) -> u64 {
+        match self {
+            Counted::Status(s) => c.get(s),
+            Counted::Partial => c.partial,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Counted::Status(s) => s.as_str(),
+            Counted::Partial => "reactivated with something missing",
+        }
+    }
+}
+
+/// The "Next:" steps, in order: shown for each count that is not zero, as
+/// "<count> <label>: <text>".
+const NEXT_STEPS: [(Counted, &str); 9] = [
+    (
+        Counted::Status(Status::Reactivated),
+        "hand each user the password from the results file. Reactivation alone gives back \
+         no rooms or e-mail addresses: see --rejoin-rooms, --rooms-column and the email \
+         column in --help",
+    ),
+    (
+        Counted::Partial,
+        "the rooms_failed and error columns say what and why (a private room the admin is \
+         not in needs the admin invited first)",
+    ),
+    (
+        Counted::Status(Status::WouldUnlock),
+        "run the same command without --dry-run (and with a new --output) to unlock them",
+    ),
+    (
+        Counted::Status(Status::WouldReactivate),
+        "run the same command without --dry-run (and with a new --output) to reactivate them",
+    ),
+    (
+        Counted::Status(Status::NotFound),
+        "no such user on the server (a typo?); nothing was created. Correct the IDs and run \
+         them again",
+    ),
+    (
+        Counted::Status(Status::Erased),
+        "erased (GDPR) accounts were left alone; if reactivating them is intended, run them \
+         again with --include-erased",
+    ),
+    (
+        Counted::Status(Status::NotLocal),
+        "users of another server; only their own server can reactivate them (check \
+         --server-name if they are yours)",
+    ),
+    (
+        Counted::Status(Status::Invalid),
+        "lines that are not user IDs; the error column names each line",
+    ),
+    (
+        Counted::Status(Status::Failed),
+        "the server refused or did not answer; the error column says why. Put those users \
+         in a new input and run it with a new --output",
+    ),
+];
+
+/// The end-of-run summary: counts, time, where the results are, what to do next.
+pub fn summary(s: &SummaryInput) -> String {
+    let mut out = String::new();
+    let title = match s.ending {
+        Ending::Complete if s.dry_run => "Dry run finished: nothing was changed.",
+        Ending::Complete => "Run finished.",
+        Ending::Interrupted => "Run interrupted.",
+        Ending::Fatal(_) => "Run stopped.",
+    };
+    let _ = writeln!(out, "\n{title}");
+    counts(&mut out, s);
+    let next = next_steps(s);
+    if !next.is_empty() {
+        let _ = writeln!(out, "\nNext:");
+        for n in next {
+            let _ = writeln!(out, "  - {n}");
+        }
+    }
+    out
+}
+
+/// One line per status with a count, then what never became a row.
+fn counts(out: &mut String, s: &SummaryInput) {
+    let c = s.counts;
+    for st in Status::ALL {
+        if c.get(st) > 0 {
+            let _ = writeln!(out, "  {:<17} {:>8}", st.as_str(), c.get(st));
+        }
+    }
+    let extra = [
+        (
+            c.partial,
+            "incomplete",
+            "reactivated, but some rooms or profile fields were not given back",
+        ),
+        (
+            c.duplicates,
+            "duplicate lines",
+            "lines naming a user already listed; processed once",
+        ),
+    ];
+    for (n, label, why) in extra {
+        if n > 0 {
+            let _ = writeln!(out, "  {label:<17} {n:>8}  ({why})");
+        }
+    }
+    if c.resumed > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} of these rows were already in the results from an earlier run)",
+            c.resumed
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  elapsed {:.1} s · results in {} (mode 0600: it holds passwords)",
+        s.elapsed.as_secs_f64(),
+        s.results.display()
+    );
+}
+
+fn next_steps(s: &SummaryInput) -> Vec<String> {
+    let mut next = Vec::new();
+    if let Ending::Fatal(reason) = s.ending {
+        next.push(format!("The run stopped: {reason}"));
+    }
+    if matches!(s.ending, Ending::Fatal(_) | Ending::Interrupted) {
+        next.push(format!(
+            "Every row so far is saved. To finish the run, fix the cause if any, then run:\n      {}",
+            s.resume_command
+        ));
+    }
+    for (counted, text) in NEXT_STEPS {
+        let n = counted.of(s.counts);
+        if n > 0 {
+            next.push(format!("{n} {}: {text}", counted.label()));
+        }
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ResultRow;
+
+    #[test]
+    fn exit_codes() {
+        let mut c = Counts::default();
+        c.add(Status::Reactivated);
+        c.add(Status::AlreadyActive);
+        c.add(Status::WouldReactivate);
+        assert_eq!(exit_code(&Ending::Complete, &c), 0);
+        for st in [
+            Status::NotFound,
+            Status::Erased,
+            Status::NotLocal,
+            Status::Invalid,
+            Status::Failed,
+        ] {
+            let mut c2 = c.clone();
+            c2.add(st);
+            assert_eq!(exit_code(&Ending::Complete, &c2), 3, "{st:?}");
+        }
+        let mut partial = c.clone();
+        partial.record(&ResultRow {
+            user_id: "@a:x".into(),
+            status: Status::Reactivated,
+            password: Some("p".into()),
+            error: String::new(),
+            line: 1,
+            rooms_rejoined: String::new(),
+            rooms_failed: "!r:x (not in room)".into(),
+        });
+        assert_eq!(exit_code(&Ending::Complete, &partial), 3, "rooms failed");
+        c.add(Status::Unlocked);
+        assert_eq!(exit_code(&Ending::Complete, &c), 0);
+        assert_eq!(exit_code(&Ending::Interrupted, &c), 130);
+        assert_eq!(exit_code(&Ending::Fatal("x".into()), &c), 1);
+    }
+
+    fn input<'a>(c: &'a Counts, ending: &'a Ending) -> SummaryInput<'a> {
+        SummaryInput {
+            counts: c,
+            ending,
+            elapsed: Duration::from_secs(3),
+            results: Path::new("out.csv"),
+            dry_run: false,
+            resume_command: "matrix-reactivate in.csv -o out.csv --resume",
+        }
+    }
+
+    #[test]
+    fn summary_says_what_to_do() {
+        let mut c = Counts::default();
+        c.add(Status::Reactivated);
+        c.add(Status::NotFound);
+        c.duplicates = 2;
+        let s = summary(&input(&c, &Ending::Interrupted));
+        assert!(s.contains("Run interrupted."), "{s}");
+        assert!(s.contains("--resume"), "{s}");
+        assert!(s.contains("1 not_found: no such user"), "{s}");
+        assert!(s.contains("duplicate lines"), "{s}");
+    }
+
+    #[test]
+    fn every_count_that_needs_a_step_gets_one_and_only_then() {
+        let ending = Ending::Complete;
+        let empty = Counts::default();
+        assert!(!summary(&input(&empty, &ending)).contains("Next:"));
+        for (counted, text) in NEXT_STEPS {
+            let mut c = Counts::default();
+            match counted {
+                Counted::Status(s) => c.add(s),
+                Counted::Partial => c.partial = 1,
+            }
+            let s = summary(&input(&c, &ending));
+            let line = format!("1 {}: {text}", counted.label());
+            assert!(s.contains(&line), "{s}");
+            assert_eq!(s.matches("\n  - ").count(), 1, "{s}");
+        }
+    }
+}

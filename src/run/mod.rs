@@ -1,0 +1,283 @@
+//! One run, in five steps: open the input and the results file, preflight the
+//! server, read what an earlier run left (`--resume`), drive every user
+//! through the pipeline, and finish with the summary and the exit code.
+
+pub mod drive;
+pub mod preflight;
+pub mod resume;
+pub mod sink;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use crate::backend::synapse::{SynapseAccounts, SynapseClient};
+use crate::config::Settings;
+use crate::input::{self, Input};
+use crate::journal::{self, Journal};
+use crate::pipeline::{Caches, Options, Shared, Worker};
+use crate::progress::Progress;
+use crate::report::results::Results;
+use crate::report::summary::{self, Ending, SummaryInput};
+use crate::report::Counts;
+use crate::retry::Retrier;
+use crate::stop::{Stop, StopSignal};
+use crate::throttle::Throttle;
+use preflight::Preflight;
+use resume::Earlier;
+use sink::Sink;
+
+/// Runs the tool. `resume_command` is shown when the run stops early.
+/// Returns the exit code of a run that got as far as the preflight; errors
+/// before that are returned as errors.
+pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let opened = open(&settings)?;
+    let client = SynapseClient::new(
+        &settings.homeserver,
+        &settings.token,
+        settings.timeout,
+        settings.ca_cert.clone(),
+        settings.concurrency,
+    )?;
+    let preflight = match preflight::check(&client, &settings).await {
+        Ok(p) => p,
+        Err(e) => {
+            opened.discard();
+            return Err(e);
+        }
+    };
+    say(
+        &settings,
+        &format!(
+            "Synapse {} at {} · admin {} · server name {}",
+            preflight.version.text, settings.homeserver, preflight.admin, preflight.server_name
+        ),
+    );
+    let resumed = resume(&settings, opened, &preflight.server_name)?;
+    let (ending, results, counts) = drive_users(&settings, &client, &preflight, resumed).await?;
+    finish(&settings, ending, results, counts, started, resume_command)
+}
+
+fn say(settings: &Settings, msg: &str) {
+    if !settings.quiet {
+        eprintln!("{msg}");
+    }
+}
+
+/// The input and the results file, opened before any request is sent.
+struct Opened {
+    input: Input,
+    /// `None` when resuming into an existing results file (read once the
+    /// server name is known).
+    created: Option<Results>,
+    output: PathBuf,
+    journal_path: PathBuf,
+}
+
+impl Opened {
+    /// Nothing was done: leave no empty results file to trip the next run.
+    fn discard(self) {
+        if self.created.is_some() {
+            let _ = std::fs::remove_file(&self.output);
+        }
+    }
+}
+
+fn open(settings: &Settings) -> anyhow::Result<Opened> {
+    let input = Input::open(settings.source.clone(), &settings.columns)?;
+    let out = &settings.output;
+    let journal_path = journal::path_for(out);
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!(
+                "--output {}: the folder {} does not exist",
+                out.display(),
+                parent.display()
+            );
+        }
+    }
+    let created = if settings.resume && out.exists() {
+        None
+    } else {
+        if !settings.resume && journal_path.exists() {
+            bail!(
+                "a journal of an interrupted run exists at {}: it may hold passwords already \
+                 set. Finish that run with --resume and --output {}",
+                journal_path.display(),
+                out.display()
+            );
+        }
+        Some(Results::create(out)?)
+    };
+    Ok(Opened {
+        input,
+        created,
+        output: out.clone(),
+        journal_path,
+    })
+}
+
+/// What the run starts from: the results file, and what an earlier run left.
+struct Resumed {
+    input: Input,
+    results: Results,
+    earlier: Earlier,
+    earlier_passwords: HashMap<String, String>,
+    journal_path: PathBuf,
+}
+
+fn resume(settings: &Settings, opened: Opened, server_name: &str) -> anyhow::Result<Resumed> {
+    let (results, earlier) = match opened.created {
+        Some(results) => (results, Earlier::none(server_name)),
+        None => resume::reopen_results(&opened.output, server_name, settings.dry_run)?,
+    };
+    // A journal is read even when the results file is gone: it may hold
+    // passwords already set.
+    let earlier_passwords = if settings.resume {
+        resume::journaled_passwords(&opened.journal_path, &earlier)?
+    } else {
+        HashMap::new()
+    };
+    if settings.resume && (earlier.counts.rows() > 0 || !earlier_passwords.is_empty()) {
+        say(
+            settings,
+            &format!(
+                "Resuming: {} rows already in {}, {} journaled password(s) to check again",
+                earlier.counts.rows(),
+                settings.output.display(),
+                earlier_passwords.len()
+            ),
+        );
+    }
+    Ok(Resumed {
+        input: opened.input,
+        results,
+        earlier,
+        earlier_passwords,
+        journal_path: opened.journal_path,
+    })
+}
+
+/// Streams every user through the pipeline; returns how the run ended.
+async fn drive_users(
+    settings: &Settings,
+    client: &SynapseClient,
+    preflight: &Preflight,
+    resumed: Resumed,
+) -> anyhow::Result<(Ending, Results, Counts)> {
+    let Resumed {
+        input,
+        results,
+        earlier,
+        earlier_passwords,
+        journal_path,
+    } = resumed;
+    let total = input::count_rows(input.source(), input.layout().has_header);
+    let mut counts = earlier.counts.clone();
+    counts.resumed = earlier.counts.rows();
+    let (feed, reader) = drive::read_input(input, preflight.server_name.clone(), earlier)?;
+
+    let journal = if settings.dry_run {
+        None
+    } else {
+        Some(Journal::open(&journal_path)?)
+    };
+    let stop = Arc::new(StopSignal::new());
+    let retrier = Arc::new(Retrier::new(settings.retry.clone(), stop.clone()));
+    let throttle = Throttle::new(settings.rate, settings.burst);
+    let options = Options {
+        server_name: preflight.server_name.clone(),
+        admin: preflight.admin.clone(),
+        dry_run: settings.dry_run,
+        include_erased: settings.include_erased,
+        unlock: settings.unlock,
+        passwords: settings.passwords.clone(),
+        rejoin_since: settings.rejoin_rooms_since,
+    };
+    let accounts = SynapseAccounts::new(client.clone(), retrier.clone());
+    let worker = Worker {
+        shared: Shared {
+            accounts: &accounts,
+            synapse: client,
+            retrier: &retrier,
+            throttle: throttle.as_ref(),
+            journal: journal.as_ref(),
+            options: &options,
+        },
+        caches: Caches {
+            earlier_passwords,
+            ..Caches::default()
+        },
+    };
+    let progress = Progress::new(settings.quiet, settings.show_progress, total);
+    let mut sink = Sink::new(results, counts, progress, &stop, &journal_path);
+    drive::drive(&worker, &mut sink, feed, &stop, settings.concurrency).await?;
+    let _ = reader.join();
+    if let Some(j) = journal {
+        j.close();
+    }
+    let ending = match stop.stop() {
+        Some(Stop::Fatal(reason)) => Ending::Fatal(reason),
+        Some(Stop::Interrupted) => Ending::Interrupted,
+        None => Ending::Complete,
+    };
+    if ending == Ending::Complete {
+        // The server never came back for these, but the run went on to the end:
+        // they are failures to report, not work to resume.
+        sink.flush_unreached();
+    }
+    sink.progress.finish();
+    Ok((ending, sink.results, sink.counts))
+}
+
+/// Saves the results, removes the journal of a completed run, prints the
+/// summary and returns the exit code.
+fn finish(
+    settings: &Settings,
+    ending: Ending,
+    mut results: Results,
+    counts: Counts,
+    started: Instant,
+    resume_command: &str,
+) -> anyhow::Result<i32> {
+    results
+        .sync()
+        .with_context(|| format!("cannot save the results file {}", settings.output.display()))?;
+    if ending == Ending::Complete {
+        remove_journal(settings, &journal::path_for(&settings.output));
+    }
+    if !settings.quiet {
+        eprint!(
+            "{}",
+            summary::summary(&SummaryInput {
+                counts: &counts,
+                ending: &ending,
+                elapsed: started.elapsed(),
+                results: results.path(),
+                dry_run: settings.dry_run,
+                resume_command,
+            })
+        );
+    } else if let Ending::Fatal(reason) = &ending {
+        eprintln!("error: {reason}");
+    }
+    Ok(summary::exit_code(&ending, &counts))
+}
+
+fn remove_journal(settings: &Settings, path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => say(
+            settings,
+            &format!(
+                "warning: could not remove the journal {}: {e}",
+                path.display()
+            ),
+        ),
+    }
+}
