@@ -161,6 +161,20 @@ impl Counts {
     }
 }
 
+/// A row as tests need one: a password for reactivated users, nothing else.
+#[cfg(test)]
+pub(crate) fn sample_row(user: &str, status: Status, line: u64) -> ResultRow {
+    ResultRow {
+        user_id: user.into(),
+        status,
+        password: (status == Status::Reactivated).then(|| "pw,\"x\"".into()),
+        error: String::new(),
+        line,
+        rooms_rejoined: String::new(),
+        rooms_failed: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

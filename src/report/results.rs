@@ -106,20 +106,8 @@ impl Results {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Status;
+    use crate::report::{sample_row, Status};
     use std::io::Write;
-
-    pub fn row(user: &str, status: Status, line: u64) -> ResultRow {
-        ResultRow {
-            user_id: user.into(),
-            status,
-            password: (status == Status::Reactivated).then(|| "pw,\"x\"".into()),
-            error: String::new(),
-            line,
-            rooms_rejoined: String::new(),
-            rooms_failed: String::new(),
-        }
-    }
 
     #[test]
     fn create_refuses_existing_and_is_private() {
@@ -139,7 +127,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
         let mut r = Results::create(&path).unwrap();
-        r.write(&row("@a:x", Status::Reactivated, 2)).unwrap();
+        r.write(&sample_row("@a:x", Status::Reactivated, 2))
+            .unwrap();
         drop(r);
         // A crash in the middle of a row.
         let mut f = std::fs::OpenOptions::new()
@@ -153,7 +142,8 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(!text.contains("@d:x"), "{text}");
-        r.write(&row("@d:x", Status::Reactivated, 5)).unwrap();
+        r.write(&sample_row("@d:x", Status::Reactivated, 5))
+            .unwrap();
         drop(r);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");

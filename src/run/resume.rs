@@ -152,29 +152,18 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::ResultRow;
+    use crate::report::sample_row;
     use std::io::Write;
-
-    fn row(user: &str, status: Status, line: u64) -> ResultRow {
-        ResultRow {
-            user_id: user.into(),
-            status,
-            password: (status == Status::Reactivated).then(|| "pw".into()),
-            error: String::new(),
-            line,
-            rooms_rejoined: String::new(),
-            rooms_failed: String::new(),
-        }
-    }
 
     #[test]
     fn resume_reads_rows_and_drops_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
         let mut r = Results::create(&path).unwrap();
-        r.write(&row("@a:x", Status::Reactivated, 2)).unwrap();
-        r.write(&row("bad", Status::Invalid, 3)).unwrap();
-        r.write(&row("@c:x", Status::NotFound, 4)).unwrap();
+        r.write(&sample_row("@a:x", Status::Reactivated, 2))
+            .unwrap();
+        r.write(&sample_row("bad", Status::Invalid, 3)).unwrap();
+        r.write(&sample_row("@c:x", Status::NotFound, 4)).unwrap();
         drop(r);
         // A crash in the middle of a row.
         let mut f = std::fs::OpenOptions::new()
@@ -200,7 +189,7 @@ mod tests {
         std::fs::write(&path, "user_id,sta").unwrap();
         let (mut r, earlier) = reopen_results(&path, "x", false).unwrap();
         assert_eq!(earlier.counts.rows(), 0);
-        r.write(&row("@a:x", Status::NotFound, 2)).unwrap();
+        r.write(&sample_row("@a:x", Status::NotFound, 2)).unwrap();
         drop(r);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
@@ -219,7 +208,8 @@ mod tests {
 
         let path = dir.path().join("check.csv");
         let mut r = Results::create(&path).unwrap();
-        r.write(&row("@a:x", Status::WouldReactivate, 2)).unwrap();
+        r.write(&sample_row("@a:x", Status::WouldReactivate, 2))
+            .unwrap();
         drop(r);
         let e = reopen_results(&path, "x", false).err().unwrap();
         assert!(e.to_string().contains("--dry-run"), "{e}");

@@ -1,6 +1,6 @@
 //! Command-line behaviour that needs no server.
 
-use crate::util::*;
+use crate::support::workdir::*;
 
 #[test]
 fn help_lists_examples_and_exit_codes() {

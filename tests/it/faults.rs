@@ -11,8 +11,8 @@ use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
-use crate::mock::{ok, user_path, MockSynapse, State};
-use crate::util::*;
+use crate::support::mock_synapse::{ok, user_path, MockSynapse, State};
+use crate::support::workdir::*;
 
 /// Answers PUTs from a script (one template per call, the last repeated) and
 /// records when each arrived and what it carried.

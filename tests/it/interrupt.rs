@@ -5,9 +5,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::mock::{ok, MockSynapse};
-use crate::synapse::{synapse, tag};
-use crate::util::*;
+use crate::support::mock_synapse::{ok, MockSynapse};
+use crate::support::real_synapse::{synapse, tag};
+use crate::support::workdir::*;
 
 use wiremock::matchers::method;
 use wiremock::Mock;
@@ -91,7 +91,7 @@ async fn ctrl_c_stops_cleanly_and_the_printed_command_resumes() {
 }
 
 #[tokio::test]
-async fn kill_9_at_random_moments_then_resume_loses_nothing() {
+async fn real_synapse_kill_9_at_random_moments_then_resume_loses_nothing() {
     let Some(s) = synapse() else { return };
     let s = &s;
     let t = tag();

@@ -1,5 +1,9 @@
 //! One integration-test binary: command-line behaviour, scenarios against a mock
 //! admin API, and end-to-end runs against a real Synapse.
+//!
+//! Every test that needs the real Synapse has `real_synapse` in its name, so
+//! `cargo test real_synapse` runs them alone and `cargo test -- --skip
+//! real_synapse` runs everything else.
 
 mod cli;
 mod faults;
@@ -7,5 +11,5 @@ mod input_props;
 mod interrupt;
 mod mock;
 mod restore;
+mod support;
 mod synapse;
-mod util;

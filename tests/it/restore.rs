@@ -7,9 +7,9 @@ use serde_json::json;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::mock::{enc, ok, MockSynapse, State};
-use crate::synapse::{synapse, tag, Synapse};
-use crate::util::*;
+use crate::support::mock_synapse::{enc, ok, MockSynapse, State};
+use crate::support::real_synapse::{synapse, tag};
+use crate::support::workdir::*;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -138,117 +138,8 @@ async fn rejoin_rooms_needs_the_memberships_endpoint() {
     assert!(!w.path("out.csv").exists(), "no user was touched");
 }
 
-/// Client-API helpers for building rooms as real users would.
-impl Synapse {
-    async fn client(
-        &self,
-        token: &str,
-        method: reqwest::Method,
-        path: &str,
-        body: serde_json::Value,
-    ) -> serde_json::Value {
-        for _ in 0..20 {
-            let r = reqwest::Client::new()
-                .request(
-                    method.clone(),
-                    format!("{}/_matrix/client/v3{path}", self.url),
-                )
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .expect("Synapse answers");
-            let status = r.status();
-            let v: serde_json::Value = r.json().await.unwrap_or_default();
-            if status == 429 {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            }
-            assert!(status.is_success(), "{path}: {status} {v}");
-            return v;
-        }
-        panic!("rate limited on {path}");
-    }
-
-    async fn login(&self, id: &str, password: &str) -> String {
-        let v = self
-            .client(
-                "",
-                reqwest::Method::POST,
-                "/login",
-                json!({
-                    "type": "m.login.password",
-                    "identifier": {"type": "m.id.user", "user": id},
-                    "password": password,
-                }),
-            )
-            .await;
-        v["access_token"].as_str().expect("a token").to_owned()
-    }
-
-    async fn create_room(&self, token: &str, preset: &str) -> String {
-        let v = self
-            .client(
-                token,
-                reqwest::Method::POST,
-                "/createRoom",
-                json!({"preset": preset}),
-            )
-            .await;
-        v["room_id"].as_str().unwrap().to_owned()
-    }
-
-    async fn room_action(&self, token: &str, room: &str, action: &str, user: Option<&str>) {
-        let body = match user {
-            Some(u) => json!({"user_id": u}),
-            None => json!({}),
-        };
-        self.client(
-            token,
-            reqwest::Method::POST,
-            &format!("/rooms/{}/{action}", enc(room)),
-            body,
-        )
-        .await;
-    }
-
-    async fn wait_until_parted(&self, id: &str) {
-        for _ in 0..200 {
-            let r = reqwest::Client::new()
-                .get(format!(
-                    "{}/_synapse/admin/v1/users/{}/memberships",
-                    self.url,
-                    enc(id)
-                ))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .unwrap();
-            let v: serde_json::Value = r.json().await.unwrap();
-            let memberships = v["memberships"].as_object().unwrap();
-            if !memberships.values().any(|m| m == "join") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{id} was never parted from its rooms");
-    }
-
-    async fn joined_rooms(&self, token: &str) -> BTreeSet<String> {
-        let v = self
-            .client(token, reqwest::Method::GET, "/joined_rooms", json!({}))
-            .await;
-        v["joined_rooms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
 #[tokio::test]
-async fn rooms_come_back_end_to_end() {
+async fn real_synapse_rooms_come_back_end_to_end() {
     let Some(s) = synapse() else { return };
     let t = tag();
     let (alice, bob, owner) = (
@@ -352,7 +243,7 @@ async fn rooms_come_back_end_to_end() {
 }
 
 #[tokio::test]
-async fn profile_email_and_lock_end_to_end() {
+async fn real_synapse_profile_email_and_lock_end_to_end() {
     let Some(s) = synapse() else { return };
     let t = tag();
     let (erased, locked, plain) = (

@@ -1,0 +1,246 @@
+//! The real Synapse of a test run, started by `scripts/test.sh` (which exports
+//! SYNAPSE_URL, SYNAPSE_ADMIN_TOKEN and SYNAPSE_SERVER_NAME), and the admin and
+//! client requests tests use to build scenarios on it.
+//!
+//! Without those variables a real-Synapse test fails, so a missing Synapse can
+//! never pass for a green run. Locally, MATRIX_REACTIVATE_SKIP_SYNAPSE=1 skips
+//! them (loudly); in CI (CI set) skipping is refused.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use super::mock_synapse::enc;
+use super::workdir::Workdir;
+
+pub struct Synapse {
+    pub url: String,
+    pub token: String,
+    pub server_name: String,
+    http: reqwest::Client,
+}
+
+/// Whether a test that needs Python and a real server may be skipped here.
+pub fn may_skip(what: &str) -> bool {
+    let skip = std::env::var("MATRIX_REACTIVATE_SKIP_SYNAPSE").is_ok_and(|v| v == "1");
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    if skip && !ci {
+        eprintln!("SKIPPED: {what} (MATRIX_REACTIVATE_SKIP_SYNAPSE=1)");
+    }
+    skip && !ci
+}
+
+/// The Synapse of this test run, or `None` when skipping is allowed.
+pub fn synapse() -> Option<Synapse> {
+    let url = std::env::var("SYNAPSE_URL").ok();
+    let token = std::env::var("SYNAPSE_ADMIN_TOKEN").ok();
+    match (url, token) {
+        (Some(url), Some(token)) => Some(Synapse {
+            url,
+            token,
+            server_name: std::env::var("SYNAPSE_SERVER_NAME")
+                .unwrap_or_else(|_| "localhost".into()),
+            http: reqwest::Client::new(),
+        }),
+        _ if may_skip("real-Synapse test") => None,
+        _ => panic!(
+            "no Synapse for the end-to-end tests: run them with scripts/test.sh, which starts \
+             one (needs python3), or set MATRIX_REACTIVATE_SKIP_SYNAPSE=1 to skip them locally"
+        ),
+    }
+}
+
+/// A short random tag so tests sharing one server never share users.
+pub fn tag() -> String {
+    let mut b = [0u8; 5];
+    getrandom::fill(&mut b).expect("random bytes");
+    b.iter().map(|x| format!("{:02x}", x)).collect()
+}
+
+impl Synapse {
+    pub fn id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.server_name)
+    }
+
+    /// Sends a request, waiting out the server's 429s: scenario building must
+    /// not fail on the rate limits the tool itself is tested against.
+    async fn send(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> reqwest::Response {
+        for _ in 0..40 {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.url));
+            if !token.is_empty() {
+                req = req.bearer_auth(token);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.expect("Synapse answers");
+            if resp.status() != 429 {
+                return resp;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        panic!("rate limited for too long on {method} {path}");
+    }
+
+    /// An admin request that must answer `expect`.
+    async fn admin_expect(&self, method: Method, path: &str, body: serde_json::Value, expect: u16) {
+        let r = self
+            .send(&self.token, method.clone(), path, Some(&body))
+            .await;
+        let status = r.status();
+        assert_eq!(
+            status,
+            expect,
+            "{method} {path}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    pub async fn create(&self, id: &str, password: &str) {
+        let path = format!("/_synapse/admin/v2/users/{}", enc(id));
+        self.admin_expect(Method::PUT, &path, json!({"password": password}), 201)
+            .await;
+    }
+
+    pub async fn deactivate(&self, id: &str, erase: bool) {
+        let path = format!("/_synapse/admin/v1/deactivate/{}", enc(id));
+        self.admin_expect(Method::POST, &path, json!({"erase": erase}), 200)
+            .await;
+    }
+
+    pub async fn lock(&self, id: &str) {
+        let path = format!("/_synapse/admin/v2/users/{}", enc(id));
+        self.admin_expect(Method::PUT, &path, json!({"locked": true}), 200)
+            .await;
+    }
+
+    /// The admin API's view of a user, `None` if it does not exist.
+    pub async fn user(&self, id: &str) -> Option<serde_json::Value> {
+        let path = format!("/_synapse/admin/v2/users/{}", enc(id));
+        let r = self.send(&self.token, Method::GET, &path, None).await;
+        match r.status().as_u16() {
+            404 => None,
+            200 => Some(r.json().await.expect("JSON")),
+            s => panic!("GET {id}: {s}"),
+        }
+    }
+
+    /// Whether `id` can log in with `password`.
+    pub async fn can_log_in(&self, id: &str, password: &str) -> bool {
+        let body = login_body(id, password);
+        let r = self
+            .send("", Method::POST, "/_matrix/client/v3/login", Some(&body))
+            .await;
+        r.status() == 200
+    }
+
+    /// `Workdir::reactivate` pointed at this server with its admin token.
+    pub fn command(&self, w: &Workdir, args: &[&str]) -> assert_cmd::Command {
+        self.tool(w, "in.csv", "out.csv", args)
+    }
+
+    /// The tool on `input`, writing `output`, against this server.
+    pub fn tool(
+        &self,
+        w: &Workdir,
+        input: &str,
+        output: &str,
+        args: &[&str],
+    ) -> assert_cmd::Command {
+        let mut c = w.cmd();
+        c.env("MATRIX_ADMIN_TOKEN", &self.token)
+            .args(["-H", &self.url, input, "-o", output, "--no-progress"])
+            .args(args);
+        c
+    }
+
+    /// A client-API request as a user would send it; it must succeed.
+    pub async fn client(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let path = format!("/_matrix/client/v3{path}");
+        let r = self.send(token, method, &path, Some(&body)).await;
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v
+    }
+
+    pub async fn login(&self, id: &str, password: &str) -> String {
+        let v = self
+            .client("", Method::POST, "/login", login_body(id, password))
+            .await;
+        v["access_token"].as_str().expect("a token").to_owned()
+    }
+
+    pub async fn create_room(&self, token: &str, preset: &str) -> String {
+        let v = self
+            .client(
+                token,
+                Method::POST,
+                "/createRoom",
+                json!({"preset": preset}),
+            )
+            .await;
+        v["room_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn room_action(&self, token: &str, room: &str, action: &str, user: Option<&str>) {
+        let body = match user {
+            Some(u) => json!({"user_id": u}),
+            None => json!({}),
+        };
+        let path = format!("/rooms/{}/{action}", enc(room));
+        self.client(token, Method::POST, &path, body).await;
+    }
+
+    /// Synapse parts a deactivated user from its rooms in the background,
+    /// after the deactivate call returns: wait until it is done.
+    pub async fn wait_until_parted(&self, id: &str) {
+        let path = format!("/_synapse/admin/v1/users/{}/memberships", enc(id));
+        for _ in 0..200 {
+            let r = self.send(&self.token, Method::GET, &path, None).await;
+            let v: serde_json::Value = r.json().await.unwrap();
+            let memberships = v["memberships"].as_object().unwrap();
+            if !memberships.values().any(|m| m == "join") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{id} was never parted from its rooms");
+    }
+
+    pub async fn joined_rooms(&self, token: &str) -> BTreeSet<String> {
+        let v = self
+            .client(token, Method::GET, "/joined_rooms", json!({}))
+            .await;
+        v["joined_rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn login_body(id: &str, password: &str) -> serde_json::Value {
+    json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": id},
+        "password": password,
+    })
+}
