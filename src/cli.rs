@@ -144,6 +144,14 @@ pub struct Cli {
     #[arg(long)]
     pub unlock: bool,
 
+    /// MAS's base URL, on a server whose logins belong to Matrix Authentication Service [default: the issuer the homeserver advertises]
+    #[arg(long, env = "MAS_URL", value_name = "URL")]
+    pub mas_url: Option<String>,
+
+    /// Read a MAS admin token from this file (default: env MAS_ADMIN_TOKEN, or a client from MAS_CLIENT_ID and MAS_CLIENT_SECRET)
+    #[arg(long, value_name = "PATH")]
+    pub mas_token_file: Option<PathBuf>,
+
     /// PEM file of a CA certificate to trust, for a server behind a private CA
     #[arg(long, value_name = "PEM")]
     pub ca_cert: Option<PathBuf>,

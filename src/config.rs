@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::SecretString;
 
+use crate::backend::mas::MasCredentials;
 use crate::cli::Cli;
 use crate::input::{Columns, Source};
 use crate::retry::Policy;
@@ -52,18 +53,54 @@ pub struct Settings {
     /// `--left-since` in Unix milliseconds, when `--rejoin-rooms` is given.
     pub rejoin_rooms_since: Option<i64>,
     pub unlock: bool,
+    pub mas: MasSettings,
+    pub allow_insecure_http: bool,
     pub quiet: bool,
     pub show_progress: bool,
 }
 
 pub const TOKEN_ENV: &str = "MATRIX_ADMIN_TOKEN";
+pub const MAS_TOKEN_ENV: &str = "MAS_ADMIN_TOKEN";
+pub const MAS_CLIENT_ID_ENV: &str = "MAS_CLIENT_ID";
+pub const MAS_CLIENT_SECRET_ENV: &str = "MAS_CLIENT_SECRET";
+
+/// The secrets the environment may hold, read once by the binary and passed
+/// in, so tests need not touch the process environment.
+#[derive(Default)]
+pub struct EnvSecrets {
+    pub matrix_token: Option<String>,
+    pub mas_token: Option<String>,
+    pub mas_client_id: Option<String>,
+    pub mas_client_secret: Option<String>,
+}
+
+impl EnvSecrets {
+    pub fn from_env() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        EnvSecrets {
+            matrix_token: var(TOKEN_ENV),
+            mas_token: var(MAS_TOKEN_ENV),
+            mas_client_id: var(MAS_CLIENT_ID_ENV),
+            mas_client_secret: var(MAS_CLIENT_SECRET_ENV),
+        }
+    }
+}
+
+/// What the tool needs for a server whose logins belong to MAS.
+pub struct MasSettings {
+    /// `--mas-url`: MAS's base URL, instead of the issuer the homeserver advertises.
+    pub url: Option<String>,
+    /// `None` when none were given: a delegating server then stops the run
+    /// in the preflight, naming the variables.
+    pub credentials: Option<MasCredentials>,
+}
 
 impl Settings {
-    /// Validates the parsed arguments. `env_token` is the value of
-    /// `MATRIX_ADMIN_TOKEN`, passed in so tests need not touch the environment.
-    pub fn from_cli(cli: Cli, env_token: Option<String>) -> anyhow::Result<Self> {
+    /// Validates the parsed arguments and the secrets from the environment.
+    pub fn from_cli(cli: Cli, env: EnvSecrets) -> anyhow::Result<Self> {
         let homeserver = check_homeserver(&cli.homeserver, cli.allow_insecure_http)?;
-        let token = read_token(cli.token_file.as_deref(), env_token)?;
+        let token = read_token(cli.token_file.as_deref(), env.matrix_token.clone())?;
+        let mas = mas_settings(&cli, env)?;
 
         if !(cli.rate.is_finite() && cli.rate >= 0.0) {
             return usage(format!(
@@ -159,6 +196,8 @@ impl Settings {
             ca_cert,
             rejoin_rooms_since,
             unlock: cli.unlock,
+            mas,
+            allow_insecure_http: cli.allow_insecure_http,
             quiet: cli.quiet,
             show_progress: !cli.quiet && !cli.no_progress,
         })
@@ -168,9 +207,15 @@ impl Settings {
 /// The base URL, checked: http(s) only, and plain http only to a loopback host
 /// unless the admin says otherwise.
 fn check_homeserver(raw: &str, allow_insecure: bool) -> anyhow::Result<String> {
+    check_base_url("--homeserver", raw, allow_insecure)
+}
+
+/// A base URL that a token will be sent to, checked as `check_homeserver`
+/// says; `flag` names where it came from in messages.
+pub fn check_base_url(flag: &str, raw: &str, allow_insecure: bool) -> anyhow::Result<String> {
     let url = url::Url::parse(raw.trim()).map_err(|e| {
         UsageError(format!(
-            "--homeserver {raw}: not a URL ({e}); give e.g. https://matrix.example.org"
+            "{flag} {raw}: not a URL ({e}); give e.g. https://matrix.example.org"
         ))
     })?;
     match url.scheme() {
@@ -184,7 +229,7 @@ fn check_homeserver(raw: &str, allow_insecure: bool) -> anyhow::Result<String> {
             };
             if !loopback && !allow_insecure {
                 return usage(format!(
-                    "--homeserver {raw}: plain http:// would send the admin token across the \
+                    "{flag} {raw}: plain http:// would send the admin token across the \
                      network in clear; use https://, or add --allow-insecure-http if the \
                      network is trusted"
                 ));
@@ -192,50 +237,95 @@ fn check_homeserver(raw: &str, allow_insecure: bool) -> anyhow::Result<String> {
         }
         other => {
             return usage(format!(
-                "--homeserver {raw}: scheme {other}:// is not supported; use https://"
+                "{flag} {raw}: scheme {other}:// is not supported; use https://"
             ))
         }
     }
     if url.query().is_some() || url.fragment().is_some() {
         return usage(format!(
-            "--homeserver {raw}: give the base URL only, without ?query or #fragment"
+            "{flag} {raw}: give the base URL only, without ?query or #fragment"
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return usage(format!(
-            "--homeserver: the URL must not carry credentials; give the token with {TOKEN_ENV} or --token-file"
+            "{flag}: the URL must not carry credentials; give tokens in the environment or a file"
         ));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-fn read_token(file: Option<&Path>, env_token: Option<String>) -> anyhow::Result<SecretString> {
-    let (token, origin) = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("--token-file {}: cannot read it", path.display()))?;
-            (text, format!("--token-file {}", path.display()))
-        }
-        None => match env_token {
-            Some(t) => (t, TOKEN_ENV.to_owned()),
-            None => {
-                return usage(format!(
-                    "no access token: set {TOKEN_ENV} or give --token-file PATH \
-                     (the token of a server admin)"
-                ))
-            }
-        },
+/// `--mas-url` and the MAS credentials: a fixed token (`--mas-token-file`, or
+/// `MAS_ADMIN_TOKEN`) or a client (`MAS_CLIENT_ID` + `MAS_CLIENT_SECRET`);
+/// never on the command line.
+fn mas_settings(cli: &Cli, env: EnvSecrets) -> anyhow::Result<MasSettings> {
+    let url = cli
+        .mas_url
+        .as_deref()
+        .map(|u| check_base_url("--mas-url", u, cli.allow_insecure_http))
+        .transpose()?;
+    let fixed = match (&cli.mas_token_file, env.mas_token) {
+        (Some(path), _) => Some(read_secret(path, "--mas-token-file")?),
+        (None, Some(t)) => Some(check_secret(&t, MAS_TOKEN_ENV)?),
+        (None, None) => None,
     };
-    let token = token.trim();
+    let client = match (env.mas_client_id, env.mas_client_secret) {
+        (Some(id), Some(secret)) => Some((id, check_secret(&secret, MAS_CLIENT_SECRET_ENV)?)),
+        (Some(_), None) => {
+            return usage(format!(
+                "{MAS_CLIENT_ID_ENV} is set but {MAS_CLIENT_SECRET_ENV} is not: give both"
+            ))
+        }
+        (None, Some(_)) => {
+            return usage(format!(
+                "{MAS_CLIENT_SECRET_ENV} is set but {MAS_CLIENT_ID_ENV} is not: give both"
+            ))
+        }
+        (None, None) => None,
+    };
+    let credentials = match (fixed, client) {
+        (Some(_), Some(_)) => {
+            return usage(format!(
+                "MAS credentials given twice: use {MAS_CLIENT_ID_ENV}/{MAS_CLIENT_SECRET_ENV} \
+                 or a fixed token ({MAS_TOKEN_ENV} or --mas-token-file), not both"
+            ))
+        }
+        (Some(t), None) => Some(MasCredentials::Fixed(t)),
+        (None, Some((id, secret))) => Some(MasCredentials::Client { id, secret }),
+        (None, None) => None,
+    };
+    Ok(MasSettings { url, credentials })
+}
+
+fn read_secret(path: &Path, flag: &str) -> anyhow::Result<SecretString> {
+    let origin = format!("{flag} {}", path.display());
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{origin}: cannot read it"))?;
+    check_secret(&text, &origin)
+}
+
+/// A token or secret as given, trimmed; refused when empty or with white space inside.
+fn check_secret(text: &str, origin: &str) -> anyhow::Result<SecretString> {
+    let token = text.trim();
     if token.is_empty() {
-        return usage(format!("{origin}: the access token is empty"));
+        return usage(format!("{origin}: the token is empty"));
     }
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return usage(format!(
-            "{origin}: the access token contains white space; it must be the token alone"
+            "{origin}: the token contains white space; it must be the token alone"
         ));
     }
     Ok(SecretString::from(token.to_owned()))
+}
+
+fn read_token(file: Option<&Path>, env_token: Option<String>) -> anyhow::Result<SecretString> {
+    match (file, env_token) {
+        (Some(path), _) => read_secret(path, "--token-file"),
+        (None, Some(t)) => check_secret(&t, TOKEN_ENV),
+        (None, None) => usage(format!(
+            "no access token: set {TOKEN_ENV} or give --token-file PATH \
+             (the token of a server admin)"
+        )),
+    }
 }
 
 /// `--left-since`: Unix milliseconds, or an RFC 3339 time with its offset.
@@ -271,7 +361,14 @@ mod tests {
     fn settings(args: &[&str]) -> anyhow::Result<Settings> {
         let mut argv = vec!["matrix-reactivate", "in.csv", "-o", "out.csv"];
         argv.extend_from_slice(args);
-        Settings::from_cli(Cli::try_parse_from(argv)?, Some("syt_token".into()))
+        Settings::from_cli(Cli::try_parse_from(argv)?, matrix_token("syt_token"))
+    }
+
+    fn matrix_token(t: &str) -> EnvSecrets {
+        EnvSecrets {
+            matrix_token: Some(t.into()),
+            ..EnvSecrets::default()
+        }
     }
 
     fn usage_text(args: &[&str]) -> String {
@@ -349,7 +446,9 @@ mod tests {
     #[test]
     fn token_sources() {
         let cli = Cli::try_parse_from(["m", "in.csv", "-o", "o", "-H", "https://x.org"]).unwrap();
-        let e = Settings::from_cli(cli, None).err().unwrap();
+        let e = Settings::from_cli(cli, EnvSecrets::default())
+            .err()
+            .unwrap();
         assert!(e.to_string().contains(TOKEN_ENV), "{e}");
 
         let dir = tempfile::tempdir().unwrap();
@@ -366,7 +465,7 @@ mod tests {
             f.to_str().unwrap(),
         ])
         .unwrap();
-        let s = Settings::from_cli(cli, None).unwrap();
+        let s = Settings::from_cli(cli, EnvSecrets::default()).unwrap();
         use secrecy::ExposeSecret;
         assert_eq!(s.token.expose_secret(), "syt_abc");
     }

@@ -80,6 +80,13 @@ impl Journal {
             .map_err(|_| "the journal writer stopped".to_owned())?
     }
 
+    /// Records that `user` holds no password from this tool after all (the
+    /// server refused the request that would have set it), so a resumed run
+    /// does not try to set it again.
+    pub async fn forget(&self, user: &str) -> Result<(), String> {
+        self.record(user, "").await
+    }
+
     /// Waits for the writer to finish what it was given.
     pub fn close(mut self) {
         self.shutdown();
@@ -124,8 +131,9 @@ fn write_batch(writer: &mut csv::Writer<File>, batch: &[Record]) -> io::Result<(
     writer.get_ref().sync_data()
 }
 
-/// Reads a journal left by an earlier run: user → the last password recorded.
-/// A last line cut short by a crash is ignored: its request was never sent.
+/// Reads a journal left by an earlier run: user → the last password recorded
+/// (an empty one, from `forget`, means none). A last line cut short by a crash
+/// is ignored: its request was never sent.
 pub fn read(path: &Path) -> anyhow::Result<HashMap<String, String>> {
     let mut text = Vec::new();
     match File::open(path) {
@@ -148,6 +156,7 @@ pub fn read(path: &Path) -> anyhow::Result<HashMap<String, String>> {
             out.insert(u.to_owned(), p.to_owned());
         }
     }
+    out.retain(|_, p| !p.is_empty());
     Ok(out)
 }
 
@@ -165,6 +174,8 @@ mod tests {
         a.unwrap();
         b.unwrap();
         j.record("@a:x", "pw3").await.unwrap();
+        j.record("@c:x", "refused").await.unwrap();
+        j.forget("@c:x").await.unwrap();
         j.close();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

@@ -3,7 +3,7 @@
 use clap::Parser;
 
 use matrix_reactivate::cli::Cli;
-use matrix_reactivate::config::{Settings, UsageError, TOKEN_ENV};
+use matrix_reactivate::config::{EnvSecrets, Settings, UsageError};
 
 fn main() {
     let cli = Cli::parse();
@@ -11,7 +11,7 @@ fn main() {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let code = match Settings::from_cli(cli, std::env::var(TOKEN_ENV).ok()) {
+    let code = match Settings::from_cli(cli, EnvSecrets::from_env()) {
         Err(e) => report(&e),
         Ok(settings) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()

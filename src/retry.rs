@@ -211,11 +211,16 @@ fn classify(err: &ApiError) -> Class {
     }
 }
 
-fn auth_message(err: &ApiError) -> String {
+/// Why a 401/403 stops the run, and what the admin can do about it.
+pub fn auth_message(err: &ApiError) -> String {
     let hint = match err {
         ApiError::Http { message, .. } if message.contains("Password change disabled") => {
             "this server does not allow setting passwords (SSO, LDAP-only or Matrix \
              Authentication Service): run again with --no-password"
+        }
+        ApiError::Http { message, .. } if message.contains("Password auth is disabled") => {
+            "Matrix Authentication Service has password login turned off (passwords.enabled: \
+             false): run again with --no-password; users keep logging in as they did"
         }
         ApiError::Http { status: 401, .. } => {
             "the access token was rejected: was it revoked or did it expire? \

@@ -7,6 +7,7 @@
 //! module, so the pipeline's decisions never learn which backend it talks to.
 //! A backend never learns about rows, results or the progress display.
 
+pub mod mas;
 pub mod synapse;
 
 use crate::retry::CallError;
@@ -42,8 +43,9 @@ pub trait Accounts {
 
     /// Reactivates a user that `look_up` found deactivated, setting `password`
     /// when given and unlocking when asked. An error with a status below 500
-    /// means the server refused and applied nothing; any other error leaves
-    /// the outcome unknown, and the caller looks again.
+    /// means the server refused and applied nothing (a 403 is returned, not
+    /// turned into a stop, so the caller can forget the password first); any
+    /// other error leaves the outcome unknown, and the caller looks again.
     async fn reactivate(
         &self,
         user: &UserId,

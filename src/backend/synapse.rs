@@ -145,23 +145,32 @@ impl SynapseClient {
         )?))
     }
 
+    /// The issuer of the server's delegated authentication (MAS), from
+    /// `GET /_matrix/client/v1/auth_metadata` or its unstable MSC2965 path
+    /// (both sent without the token); `None` when the server answers 404 to
+    /// both, i.e. owns its logins.
+    pub async fn auth_issuer(&self) -> Result<Option<String>, ApiError> {
+        const PATHS: [&str; 2] = [
+            "/_matrix/client/v1/auth_metadata",
+            "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
+        ];
+        for path in PATHS {
+            match self.http.send(Method::GET, path, None, Auth::None).await {
+                Ok((status, v)) => return Self::text(status, &v, "issuer").map(Some),
+                Err(ApiError::Http {
+                    status: 404 | 405, ..
+                }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
     /// `GET /_matrix/client/v3/account/whoami`: the token's own user ID.
     pub async fn whoami(&self) -> Result<String, ApiError> {
         let path = "/_matrix/client/v3/account/whoami";
         let (status, v) = self.send(Method::GET, path, None).await?;
         Self::text(status, &v, "user_id")
-    }
-
-    /// `GET /_synapse/admin/v1/users/{id}/admin`.
-    pub async fn is_admin(&self, user: &UserId) -> Result<bool, ApiError> {
-        let path = format!("/_synapse/admin/v1/users/{}/admin", user.path_segment());
-        let (status, v) = self.send(Method::GET, &path, None).await?;
-        v.get("admin")
-            .and_then(|a| a.as_bool())
-            .ok_or_else(|| ApiError::BadBody {
-                status,
-                message: "no admin flag in the answer".into(),
-            })
     }
 
     /// `GET /_synapse/admin/v2/users/{id}`. A 404 is an answer, not an error.
@@ -262,11 +271,14 @@ impl SynapseAccounts {
         SynapseAccounts { client, retrier }
     }
 
-    async fn put(&self, user: &UserId, body: serde_json::Value) -> Result<(), CallError> {
+    async fn put(
+        &self,
+        auth: AuthFailure,
+        user: &UserId,
+        body: serde_json::Value,
+    ) -> Result<(), CallError> {
         self.retrier
-            .call(AuthFailure::StopsRun, || {
-                self.client.modify_existing(user, &body)
-            })
+            .call(auth, || self.client.modify_existing(user, &body))
             .await
     }
 }
@@ -299,12 +311,19 @@ impl Accounts for SynapseAccounts {
         if unlock {
             body["locked"] = false.into();
         }
-        self.put(user, body).await
+        // A 403 here ("Password change disabled") is about this request; the
+        // caller decides, knowing that nothing was applied.
+        self.put(AuthFailure::ForbiddenFailsRow, user, body).await
     }
 
     /// `{"locked": false}` only, so the password and devices stay as they are.
     async fn unlock(&self, user: &UserId, _: &Account) -> Result<(), CallError> {
-        self.put(user, serde_json::json!({ "locked": false })).await
+        self.put(
+            AuthFailure::StopsRun,
+            user,
+            serde_json::json!({ "locked": false }),
+        )
+        .await
     }
 
     /// Synapse's threepids: deactivation removed them all, so setting the
@@ -319,8 +338,8 @@ impl Accounts for SynapseAccounts {
             .iter()
             .map(|e| serde_json::json!({ "medium": "email", "address": e }))
             .collect();
-        self.put(user, serde_json::json!({ "threepids": threepids }))
-            .await
+        let body = serde_json::json!({ "threepids": threepids });
+        self.put(AuthFailure::StopsRun, user, body).await
     }
 }
 

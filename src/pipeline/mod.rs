@@ -26,7 +26,7 @@ use crate::http::ApiError;
 use crate::input::{InputRow, Restore};
 use crate::journal::Journal;
 use crate::report::{ResultRow, Status};
-use crate::retry::{CallError, Retrier};
+use crate::retry::{auth_message, CallError, Retrier};
 use crate::stop::StopSignal;
 use crate::throttle::Throttle;
 use crate::user_id::UserId;
@@ -267,7 +267,16 @@ impl<A: Accounts> Worker<'_, A> {
         };
         let why = format!("reactivating: {e}");
         if e.status().is_some_and(|s| s < 500) {
-            // The server refused: nothing was applied.
+            // The server refused: nothing was applied, so no password is set.
+            if password.is_some() && !self.forget_password(job).await {
+                return Err(Done::Abandoned);
+            }
+            if e.status() == Some(403) {
+                // Refused for the whole run (password login off, admin right
+                // lost), not for this user.
+                self.stop().stop_run(auth_message(&e));
+                return Err(Done::Abandoned);
+            }
             return Err(Done::Row(job.row(Status::Failed, None, &why)));
         }
         // No clear answer: the change may have landed. Look again rather than
@@ -285,6 +294,25 @@ impl<A: Accounts> Worker<'_, A> {
                     &again,
                     job.row(Status::Failed, password.clone(), &why),
                 ))
+            }
+        }
+    }
+
+    /// Records in the journal that the user's password was not set, so a
+    /// resumed run does not send it again; false if the run had to stop.
+    async fn forget_password(&self, job: &Job) -> bool {
+        let Some(journal) = self.shared.journal else {
+            return true;
+        };
+        match journal.forget(job.user.as_str()).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.stop().stop_run(format!(
+                    "cannot write the password journal {} ({e}); free space or fix the folder, \
+                     then run again with --resume",
+                    journal.path().display()
+                ));
+                false
             }
         }
     }

@@ -34,6 +34,10 @@ pub struct SummaryInput<'a> {
     pub results: &'a Path,
     pub dry_run: bool,
     pub resume_command: &'a str,
+    /// Whether reactivations set passwords (not `--no-password`).
+    pub sets_passwords: bool,
+    /// Whether the server's logins belong to MAS.
+    pub mas: bool,
 }
 
 /// What a line of the summary counts.
@@ -60,49 +64,106 @@ impl Counted {
     }
 }
 
-/// The "Next:" steps, in order: shown for each count that is not zero, as
-/// "<count> <label>: <text>".
-const NEXT_STEPS: [(Counted, &str); 9] = [
+/// When a step applies, beside its count.
+#[derive(Clone, Copy, Debug)]
+enum When {
+    Always,
+    SetsPasswords,
+    /// `--no-password` on a server that owns its logins.
+    NoPasswordSynapse,
+    /// `--no-password` on a MAS server.
+    NoPasswordMas,
+    Synapse,
+    Mas,
+}
+
+impl When {
+    fn holds(self, s: &SummaryInput) -> bool {
+        match self {
+            When::Always => true,
+            When::SetsPasswords => s.sets_passwords,
+            When::NoPasswordSynapse => !s.sets_passwords && !s.mas,
+            When::NoPasswordMas => !s.sets_passwords && s.mas,
+            When::Synapse => !s.mas,
+            When::Mas => s.mas,
+        }
+    }
+}
+
+/// The "Next:" steps, in order: shown for each count that is not zero and
+/// whose condition holds, as "<count> <label>: <text>".
+const NEXT_STEPS: [(Counted, When, &str); 12] = [
     (
         Counted::Status(Status::Reactivated),
+        When::SetsPasswords,
         "hand each user the password from the results file. Reactivation alone gives back \
          no rooms or e-mail addresses: see --rejoin-rooms, --rooms-column and the email \
          column in --help",
     ),
     (
+        Counted::Status(Status::Reactivated),
+        When::NoPasswordSynapse,
+        "no password was set (the password column is empty): they log in as before, through \
+         the server's single sign-on or LDAP. Reactivation alone gives back no rooms or \
+         e-mail addresses: see --rejoin-rooms, --rooms-column and the email column in --help",
+    ),
+    (
+        Counted::Status(Status::Reactivated),
+        When::NoPasswordMas,
+        "no password was set (the password column is empty): MAS kept each user's password \
+         through the deactivation, so they log in as before. Reactivation alone gives back \
+         no rooms or e-mail addresses: see --rejoin-rooms, --rooms-column and the email \
+         column in --help",
+    ),
+    (
         Counted::Partial,
+        When::Always,
         "the rooms_failed and error columns say what and why (a private room the admin is \
          not in needs the admin invited first)",
     ),
     (
         Counted::Status(Status::WouldUnlock),
+        When::Always,
         "run the same command without --dry-run (and with a new --output) to unlock them",
     ),
     (
         Counted::Status(Status::WouldReactivate),
+        When::Always,
         "run the same command without --dry-run (and with a new --output) to reactivate them",
     ),
     (
         Counted::Status(Status::NotFound),
+        When::Always,
         "no such user on the server (a typo?); nothing was created. Correct the IDs and run \
          them again",
     ),
     (
         Counted::Status(Status::Erased),
+        When::Synapse,
         "erased (GDPR) accounts were left alone; if reactivating them is intended, run them \
          again with --include-erased",
     ),
     (
+        Counted::Status(Status::Erased),
+        When::Mas,
+        "erased accounts were left alone. MAS erases by default when it deactivates, so on \
+         this server most mistaken deactivations look erased: review the list, then run them \
+         again with --include-erased",
+    ),
+    (
         Counted::Status(Status::NotLocal),
+        When::Always,
         "users of another server; only their own server can reactivate them (check \
          --server-name if they are yours)",
     ),
     (
         Counted::Status(Status::Invalid),
+        When::Always,
         "lines that are not user IDs; the error column names each line",
     ),
     (
         Counted::Status(Status::Failed),
+        When::Always,
         "the server refused or did not answer; the error column says why. Put those users \
          in a new input and run it with a new --output",
     ),
@@ -180,9 +241,9 @@ fn next_steps(s: &SummaryInput) -> Vec<String> {
             s.resume_command
         ));
     }
-    for (counted, text) in NEXT_STEPS {
+    for (counted, when, text) in NEXT_STEPS {
         let n = counted.of(s.counts);
-        if n > 0 {
+        if n > 0 && when.holds(s) {
             next.push(format!("{n} {}: {text}", counted.label()));
         }
     }
@@ -237,6 +298,8 @@ mod tests {
             results: Path::new("out.csv"),
             dry_run: false,
             resume_command: "matrix-reactivate in.csv -o out.csv --resume",
+            sets_passwords: true,
+            mas: false,
         }
     }
 
@@ -257,17 +320,39 @@ mod tests {
     fn every_count_that_needs_a_step_gets_one_and_only_then() {
         let ending = Ending::Complete;
         let empty = Counts::default();
-        assert!(!summary(&input(&empty, &ending)).contains("Next:"));
-        for (counted, text) in NEXT_STEPS {
-            let mut c = Counts::default();
-            match counted {
-                Counted::Status(s) => c.add(s),
-                Counted::Partial => c.partial = 1,
+        for (sets_passwords, mas) in [(true, false), (false, false), (true, true), (false, true)] {
+            let mut i = input(&empty, &ending);
+            (i.sets_passwords, i.mas) = (sets_passwords, mas);
+            assert!(!summary(&i).contains("Next:"));
+            for (counted, when, text) in NEXT_STEPS {
+                let mut c = Counts::default();
+                match counted {
+                    Counted::Status(s) => c.add(s),
+                    Counted::Partial => c.partial = 1,
+                }
+                let i = SummaryInput { counts: &c, ..i };
+                let s = summary(&i);
+                let line = format!("1 {}: {text}", counted.label());
+                assert_eq!(s.contains(&line), when.holds(&i), "{when:?} {s}");
+                assert_eq!(s.matches("\n  - ").count(), 1, "one step each: {s}");
             }
-            let s = summary(&input(&c, &ending));
-            let line = format!("1 {}: {text}", counted.label());
-            assert!(s.contains(&line), "{s}");
-            assert_eq!(s.matches("\n  - ").count(), 1, "{s}");
         }
+    }
+
+    #[test]
+    fn no_password_means_no_password_to_hand_out() {
+        let mut c = Counts::default();
+        c.add(Status::Reactivated);
+        c.add(Status::Erased);
+        let ending = Ending::Complete;
+        let mas = SummaryInput {
+            sets_passwords: false,
+            mas: true,
+            ..input(&c, &ending)
+        };
+        let s = summary(&mas);
+        assert!(!s.contains("hand each user the password"), "{s}");
+        assert!(s.contains("MAS kept each user's password"), "{s}");
+        assert!(s.contains("MAS erases by default"), "{s}");
     }
 }

@@ -14,8 +14,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use crate::backend::mas::MasAccounts;
 use crate::backend::synapse::{SynapseAccounts, SynapseClient};
-use crate::config::Settings;
+use crate::backend::Accounts;
+use crate::config::{Passwords, Settings};
 use crate::input::{self, Input};
 use crate::journal::{self, Journal};
 use crate::pipeline::{Caches, Options, Shared, Worker};
@@ -26,7 +28,7 @@ use crate::report::Counts;
 use crate::retry::Retrier;
 use crate::stop::{Stop, StopSignal};
 use crate::throttle::Throttle;
-use preflight::Preflight;
+use preflight::{Mode, Preflight};
 use resume::Earlier;
 use sink::Sink;
 
@@ -50,16 +52,30 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
             return Err(e);
         }
     };
-    say(
-        &settings,
-        &format!(
-            "Synapse {} at {} · admin {} · server name {}",
-            preflight.version.text, settings.homeserver, preflight.admin, preflight.server_name
-        ),
-    );
+    say(&settings, &preflight.describe(&settings.homeserver));
     let resumed = resume(&settings, opened, &preflight.server_name)?;
-    let (ending, results, counts) = drive_users(&settings, &client, &preflight, resumed).await?;
-    finish(&settings, ending, results, counts, started, resume_command)
+    let stop = Arc::new(StopSignal::new());
+    let retrier = Arc::new(Retrier::new(settings.retry.clone(), stop.clone()));
+    let (ending, results, counts) = match &preflight.mode {
+        Mode::Synapse => {
+            let accounts = SynapseAccounts::new(client.clone(), retrier.clone());
+            drive_users(&settings, &client, &preflight, resumed, &accounts, &retrier).await?
+        }
+        Mode::Mas(mas) => {
+            let accounts = MasAccounts::new(client.clone(), mas.clone(), retrier.clone());
+            drive_users(&settings, &client, &preflight, resumed, &accounts, &retrier).await?
+        }
+    };
+    let mas = matches!(preflight.mode, Mode::Mas(_));
+    finish(
+        &settings,
+        ending,
+        results,
+        counts,
+        started,
+        resume_command,
+        mas,
+    )
 }
 
 fn say(settings: &Settings, msg: &str) {
@@ -163,11 +179,13 @@ fn resume(settings: &Settings, opened: Opened, server_name: &str) -> anyhow::Res
 }
 
 /// Streams every user through the pipeline; returns how the run ended.
-async fn drive_users(
+async fn drive_users<A: Accounts>(
     settings: &Settings,
     client: &SynapseClient,
     preflight: &Preflight,
     resumed: Resumed,
+    accounts: &A,
+    retrier: &Retrier,
 ) -> anyhow::Result<(Ending, Results, Counts)> {
     let Resumed {
         input,
@@ -186,8 +204,7 @@ async fn drive_users(
     } else {
         Some(Journal::open(&journal_path)?)
     };
-    let stop = Arc::new(StopSignal::new());
-    let retrier = Arc::new(Retrier::new(settings.retry.clone(), stop.clone()));
+    let stop = retrier.stop_signal();
     let throttle = Throttle::new(settings.rate, settings.burst);
     let options = Options {
         server_name: preflight.server_name.clone(),
@@ -198,12 +215,11 @@ async fn drive_users(
         passwords: settings.passwords.clone(),
         rejoin_since: settings.rejoin_rooms_since,
     };
-    let accounts = SynapseAccounts::new(client.clone(), retrier.clone());
     let worker = Worker {
         shared: Shared {
-            accounts: &accounts,
+            accounts,
             synapse: client,
-            retrier: &retrier,
+            retrier,
             throttle: throttle.as_ref(),
             journal: journal.as_ref(),
             options: &options,
@@ -214,8 +230,8 @@ async fn drive_users(
         },
     };
     let progress = Progress::new(settings.quiet, settings.show_progress, total);
-    let mut sink = Sink::new(results, counts, progress, &stop, &journal_path);
-    drive::drive(&worker, &mut sink, feed, &stop, settings.concurrency).await?;
+    let mut sink = Sink::new(results, counts, progress, stop, &journal_path);
+    drive::drive(&worker, &mut sink, feed, stop, settings.concurrency).await?;
     let _ = reader.join();
     if let Some(j) = journal {
         j.close();
@@ -243,6 +259,7 @@ fn finish(
     counts: Counts,
     started: Instant,
     resume_command: &str,
+    mas: bool,
 ) -> anyhow::Result<i32> {
     results
         .sync()
@@ -260,6 +277,8 @@ fn finish(
                 results: results.path(),
                 dry_run: settings.dry_run,
                 resume_command,
+                sets_passwords: settings.passwords != Passwords::None,
+                mas,
             })
         );
     } else if let Ending::Fatal(reason) = &ending {

@@ -1,19 +1,34 @@
-//! The checks before any user is touched: the server answers, the token is
-//! valid, its user is an admin, and the server can do what the flags ask.
+//! The checks before any user is touched: the server answers, who owns its
+//! logins (Synapse itself, or Matrix Authentication Service), the tokens are
+//! valid and an admin's, and the server can do what the flags ask.
 //!
 //! Each failure ends the run with a message that names the URL, the user or
 //! the flag at fault. Nothing here changes anything on the server.
 
-use anyhow::bail;
+use std::sync::Arc;
 
+use anyhow::{bail, Context};
+
+use crate::backend::mas::{MasClient, MasCredentials};
 use crate::backend::synapse::{ServerVersion, SynapseClient};
-use crate::config::{Passwords, Settings};
+use crate::config::{
+    check_base_url, Passwords, Settings, MAS_CLIENT_ID_ENV, MAS_CLIENT_SECRET_ENV, MAS_TOKEN_ENV,
+};
 use crate::http::ApiError;
+use crate::http::Http;
 use crate::retry::{AuthFailure, CallError, Policy, Retrier};
 use crate::user_id::UserId;
 
 /// The first Synapse version that reactivates without a password.
 const NO_PASSWORD_SINCE: (u32, u32) = (1, 99);
+
+/// Who owns the server's logins.
+pub enum Mode {
+    /// Synapse itself: accounts change through its admin API alone.
+    Synapse,
+    /// Matrix Authentication Service: accounts change through MAS's admin API.
+    Mas(Arc<MasClient>),
+}
 
 /// What the preflight learned.
 pub struct Preflight {
@@ -21,6 +36,21 @@ pub struct Preflight {
     /// The admin the token belongs to, named in hints.
     pub admin: String,
     pub server_name: String,
+    pub mode: Mode,
+}
+
+impl Preflight {
+    /// The preflight line: what the run talks to.
+    pub fn describe(&self, homeserver: &str) -> String {
+        let logins = match &self.mode {
+            Mode::Synapse => String::new(),
+            Mode::Mas(mas) => format!(" · logins by MAS at {}", mas.base()),
+        };
+        format!(
+            "Synapse {} at {homeserver}{logins} · admin {} · server name {}",
+            self.version.text, self.admin, self.server_name
+        )
+    }
 }
 
 /// Sends preflight requests with a small retry budget of their own; a 401 or
@@ -52,7 +82,9 @@ impl Checker<'_> {
     }
 }
 
-/// Three requests (four with `--rejoin-rooms`) before any user is touched.
+/// Five requests on a server that owns its logins (one more with
+/// `--rejoin-rooms`; on a MAS server one fewer, then MAS's configuration, a
+/// token and one admin read) before any user is touched.
 pub async fn check(client: &SynapseClient, settings: &Settings) -> anyhow::Result<Preflight> {
     let checker = Checker {
         client,
@@ -68,10 +100,18 @@ pub async fn check(client: &SynapseClient, settings: &Settings) -> anyhow::Resul
     let version = server_version(&checker).await?;
     let me = token_owner(&checker).await?;
     admin_check(&checker, &me).await?;
+    let mas = mas_wanted(&checker, settings).await?;
+    let mode = match mas {
+        None => Mode::Synapse,
+        Some((url, credentials)) => {
+            Mode::Mas(Arc::new(connect_mas(settings, &url, credentials).await?))
+        }
+    };
     if settings.rejoin_rooms_since.is_some() {
         memberships_check(&checker, &me, &version).await?;
     }
-    if settings.passwords == Passwords::None
+    if matches!(mode, Mode::Synapse)
+        && settings.passwords == Passwords::None
         && version.is_older_than(NO_PASSWORD_SINCE.0, NO_PASSWORD_SINCE.1)
     {
         bail!(
@@ -87,7 +127,76 @@ pub async fn check(client: &SynapseClient, settings: &Settings) -> anyhow::Resul
             .clone()
             .unwrap_or_else(|| me.server_name().to_owned()),
         admin: me.as_str().to_owned(),
+        mode,
     })
+}
+
+/// Whether the server delegates its logins to MAS: its URL and the
+/// credentials for it, or `None` for a server that owns its logins.
+async fn mas_wanted(
+    c: &Checker<'_>,
+    settings: &Settings,
+) -> anyhow::Result<Option<(String, MasCredentials)>> {
+    let url = c.url;
+    let issuer = c.call(|| c.client.auth_issuer()).await.map_err(|e| {
+        anyhow::anyhow!("cannot ask {url} who owns its logins (auth_metadata): {e}")
+    })?;
+    let Some(issuer) = issuer else {
+        if let Some(mas) = &settings.mas.url {
+            bail!(
+                "--mas-url {mas}: {url} does not delegate its logins to Matrix Authentication \
+                 Service (it has no auth_metadata); drop --mas-url"
+            );
+        }
+        return Ok(None);
+    };
+    let mas_url = match &settings.mas.url {
+        Some(u) => u.clone(),
+        None => check_base_url(
+            &format!("the MAS issuer {url} advertises"),
+            &issuer,
+            settings.allow_insecure_http,
+        )
+        .context("give MAS's URL with --mas-url")?,
+    };
+    let Some(credentials) = settings.mas.credentials.clone() else {
+        bail!(
+            "{url} delegates its logins to Matrix Authentication Service at {mas_url}: \
+             reactivating needs MAS's admin API. Give an admin client with {MAS_CLIENT_ID_ENV} \
+             and {MAS_CLIENT_SECRET_ENV}, or a token with {MAS_TOKEN_ENV} (or --mas-token-file)"
+        );
+    };
+    Ok(Some((mas_url, credentials)))
+}
+
+/// Connects to MAS and proves its admin token with one read.
+async fn connect_mas(
+    settings: &Settings,
+    url: &str,
+    credentials: MasCredentials,
+) -> anyhow::Result<MasClient> {
+    let http = Http::new(
+        url,
+        settings.timeout,
+        settings.ca_cert.clone(),
+        settings.concurrency,
+    )?;
+    let insecure = settings.allow_insecure_http;
+    let check =
+        |endpoint: &str| check_base_url("MAS's token endpoint", endpoint, insecure).map(|_| ());
+    let mas = MasClient::connect(http, credentials, check).await?;
+    mas.check_admin().await.map_err(|e| {
+        let hint = match e.status() {
+            Some(401 | 403) => format!(
+                ": check {MAS_CLIENT_ID_ENV}/{MAS_CLIENT_SECRET_ENV} (the client must be listed in \
+                 MAS's policy.data.admin_clients) or {MAS_TOKEN_ENV}; the token needs the \
+                 urn:mas:admin scope"
+            ),
+            _ => String::new(),
+        };
+        anyhow::anyhow!("MAS at {url} refused its admin API ({e}){hint}")
+    })?;
+    Ok(mas)
 }
 
 async fn server_version(c: &Checker<'_>) -> anyhow::Result<ServerVersion> {
@@ -111,7 +220,9 @@ async fn token_owner(c: &Checker<'_>) -> anyhow::Result<UserId> {
         .await
         .map_err(|e| match e.status() {
             Some(401) => anyhow::anyhow!(
-                "{url} rejected the access token ({e}): check MATRIX_ADMIN_TOKEN or --token-file"
+                "{url} rejected the access token ({e}): check MATRIX_ADMIN_TOKEN or \
+                 --token-file (on a server whose logins belong to MAS: a compatibility token \
+                 with admin rights, see the README)"
             ),
             _ => anyhow::anyhow!("cannot check the access token at {url}: {e}"),
         })?;
@@ -119,6 +230,10 @@ async fn token_owner(c: &Checker<'_>) -> anyhow::Result<UserId> {
         .map_err(|e| anyhow::anyhow!("the server says the token belongs to {me:?}: {e}"))
 }
 
+/// Reading one's own user through the admin API proves admin rights on every
+/// server: a MAS server does not serve the admin flag
+/// (`/_synapse/admin/v1/users/…/admin` answers 404 there), and its v2 user
+/// says `admin: false` even for an admin, whose rights come from the token.
 async fn admin_check(c: &Checker<'_>, me: &UserId) -> anyhow::Result<()> {
     let url = c.url;
     let not_admin = || {
@@ -127,9 +242,9 @@ async fn admin_check(c: &Checker<'_>, me: &UserId) -> anyhow::Result<()> {
              admin's token (make one an admin with the admin API or `register_new_matrix_user --admin`)"
         )
     };
-    match c.call(|| c.client.is_admin(me)).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(not_admin()),
+    match c.call(|| c.client.get_user(me)).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => bail!("the token belongs to {me}, whom {url} does not know as a user"),
         Err(e) if e.status() == Some(403) => Err(not_admin()),
         Err(e) => bail!("cannot check that {me} is an admin on {url}: {e}"),
     }

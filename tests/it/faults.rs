@@ -362,8 +362,12 @@ fn cut_server() -> CutServer {
                     json!({"server_version": "1.163.2"})
                 } else if first.starts_with("GET /_matrix/client/v3/account/whoami") {
                     json!({"user_id": "@admin:example.org"})
-                } else if first.contains("/admin HTTP") {
-                    json!({"admin": true})
+                } else if first.contains("auth_metadata") {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    return;
                 } else if first.starts_with("GET ") {
                     json!({"deactivated": deactivated, "erased": false})
                 } else {

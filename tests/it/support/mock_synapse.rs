@@ -61,11 +61,10 @@ impl MockSynapse {
             .mount(&server)
             .await;
         Mock::given(method("GET"))
-            .and(path(format!(
-                "/_synapse/admin/v1/users/{}/admin",
-                enc("@admin:example.org")
-            )))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"admin": true})))
+            .and(path(user_path("@admin:example.org")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "name": "@admin:example.org", "admin": true, "deactivated": false
+            })))
             .mount(&server)
             .await;
         // Any PUT that no test allowed is a bug: it might create or change an account.

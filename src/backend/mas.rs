@@ -1,0 +1,526 @@
+//! Accounts on a server whose logins belong to Matrix Authentication Service
+//! (MAS): the state lives on both sides, and every change goes through MAS's
+//! admin API, which keeps Synapse in step.
+//!
+//! - A user is deactivated when Synapse says so *or* MAS has `deactivated_at`:
+//!   the two diverge in real life (a deactivation through Synapse's own API
+//!   never reaches MAS). MAS's `reactivate` mends either side: it calls
+//!   Synapse first, then clears its own flag.
+//! - The password is set before the reactivation, so a refused password
+//!   (password login disabled) changes nothing, and an account never comes
+//!   back without the password the results file gives for it.
+//! - A user MAS does not know is never created, on either side.
+//! - MAS's admin tokens live minutes (300 s by default) and have no refresh
+//!   token: a client-credentials token is asked for again well before it
+//!   expires, and once more on a 401 that says it expired.
+//!
+//! E-mail addresses go to MAS (Synapse's copy would be overwritten by MAS);
+//! rooms and profile stay with Synapse and are not this module's business.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::synapse::SynapseClient;
+use super::{Account, Accounts, Lookup};
+use crate::http::{answer, bearer, field, ApiError, Auth, Http};
+use crate::retry::{AuthFailure, CallError, Retrier};
+use crate::user_id::UserId;
+
+/// How the tool gets its MAS admin token.
+#[derive(Clone)]
+pub enum MasCredentials {
+    /// A fixed token (`MAS_ADMIN_TOKEN`, `--mas-token-file`), e.g. a personal
+    /// access token; used as it is until MAS refuses it.
+    Fixed(SecretString),
+    /// An OAuth client listed in MAS's `policy.data.admin_clients`
+    /// (`MAS_CLIENT_ID`, `MAS_CLIENT_SECRET`).
+    Client { id: String, secret: SecretString },
+}
+
+/// A token in use and when to ask for the next one.
+struct Current {
+    header: HeaderValue,
+    renew_at: Instant,
+}
+
+enum Tokens {
+    Fixed(HeaderValue),
+    Client {
+        endpoint: String,
+        id: String,
+        secret: SecretString,
+        current: Mutex<Option<Current>>,
+    },
+}
+
+/// MAS's admin API. Each method is one request (plus, for a client token, the
+/// token request it may need); the retry policy is the caller's.
+pub struct MasClient {
+    http: Http,
+    tokens: Tokens,
+}
+
+/// A MAS user, as far as the tool needs one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasUser {
+    pub id: String,
+    pub deactivated: bool,
+    pub locked: bool,
+}
+
+#[derive(Deserialize)]
+struct UserDocument {
+    data: UserResource,
+}
+
+#[derive(Deserialize)]
+struct UserResource {
+    id: String,
+    attributes: UserAttributes,
+}
+
+#[derive(Deserialize)]
+struct UserAttributes {
+    #[serde(default)]
+    locked_at: Option<String>,
+    #[serde(default)]
+    deactivated_at: Option<String>,
+}
+
+impl From<UserDocument> for MasUser {
+    fn from(d: UserDocument) -> Self {
+        MasUser {
+            id: d.data.id,
+            deactivated: d.data.attributes.deactivated_at.is_some(),
+            locked: d.data.attributes.locked_at.is_some(),
+        }
+    }
+}
+
+/// The first path segment of the admin API.
+const ADMIN: &str = "/api/admin/v1";
+
+impl MasClient {
+    /// Reads MAS's OpenID configuration (for the token endpoint) when the
+    /// credentials are a client's. `base` is MAS's public base URL.
+    pub async fn connect(
+        http: Http,
+        credentials: MasCredentials,
+        check_url: impl Fn(&str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
+        let tokens = match credentials {
+            MasCredentials::Fixed(token) => Tokens::Fixed(bearer(&token)?),
+            MasCredentials::Client { id, secret } => {
+                let endpoint = token_endpoint(&http).await?;
+                check_url(&endpoint)?;
+                Tokens::Client {
+                    endpoint,
+                    id,
+                    secret,
+                    current: Mutex::new(None),
+                }
+            }
+        };
+        Ok(MasClient { http, tokens })
+    }
+
+    pub fn base(&self) -> &str {
+        self.http.base()
+    }
+
+    /// The token to send: the fixed one, or a client token still well inside
+    /// its lifetime (asking for a new one when it is not).
+    async fn token(&self, renew: bool) -> Result<HeaderValue, ApiError> {
+        let (endpoint, id, secret, current) = match &self.tokens {
+            Tokens::Fixed(h) => return Ok(h.clone()),
+            Tokens::Client {
+                endpoint,
+                id,
+                secret,
+                current,
+            } => (endpoint, id, secret, current),
+        };
+        // One request for a new token at a time; the others wait and share it.
+        let mut current = current.lock().await;
+        if let Some(c) = current.as_ref() {
+            if !renew && Instant::now() < c.renew_at {
+                return Ok(c.header.clone());
+            }
+        }
+        let fresh = self.grant(endpoint, id, secret).await?;
+        let header = fresh.header.clone();
+        *current = Some(fresh);
+        Ok(header)
+    }
+
+    /// The client-credentials grant, scope `urn:mas:admin`.
+    async fn grant(
+        &self,
+        endpoint: &str,
+        id: &str,
+        secret: &SecretString,
+    ) -> Result<Current, ApiError> {
+        #[derive(Deserialize)]
+        struct Grant {
+            access_token: String,
+            #[serde(default)]
+            expires_in: Option<u64>,
+        }
+        let req = self
+            .http
+            .request(Method::POST, endpoint)
+            .basic_auth(id, Some(secret.expose_secret()))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "urn:mas:admin"),
+            ]);
+        let asked = Instant::now();
+        let (status, v) = answer(req).await.map_err(|e| mas_error(e, "token"))?;
+        let grant: Grant = field(status, v)?;
+        let header =
+            bearer(&SecretString::from(grant.access_token)).map_err(|e| ApiError::BadBody {
+                status,
+                message: format!("the token MAS issued is unusable: {e}"),
+            })?;
+        Ok(Current {
+            header,
+            renew_at: asked + renew_after(Duration::from_secs(grant.expires_in.unwrap_or(300))),
+        })
+    }
+
+    /// One admin API request; a client token that MAS says expired is renewed
+    /// and the request sent once more.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), ApiError> {
+        let path = format!("{ADMIN}{path}");
+        let mut renew = false;
+        loop {
+            let token = self.token(renew).await?;
+            let sent = self
+                .http
+                .send(method.clone(), &path, body, Auth::Bearer(&token))
+                .await;
+            match sent {
+                Err(e) if !renew && expired(&e) && matches!(self.tokens, Tokens::Client { .. }) => {
+                    renew = true;
+                }
+                other => return other.map_err(|e| mas_error(e, "admin API")),
+            }
+        }
+    }
+
+    /// `GET /users/by-username/{localpart}`; a 404 is an answer.
+    pub async fn user_by_name(&self, localpart: &str) -> Result<Option<MasUser>, ApiError> {
+        let path = format!("/users/by-username/{}", encode(localpart));
+        match self.send(Method::GET, &path, None).await {
+            Ok((status, v)) => field::<UserDocument>(status, v).map(|d| Some(d.into())),
+            Err(ApiError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A cheap request that needs the `urn:mas:admin` scope: proves the token.
+    pub async fn check_admin(&self) -> Result<(), ApiError> {
+        let path = "/users?page[first]=1&count=false";
+        self.send(Method::GET, path, None).await.map(|_| ())
+    }
+
+    /// `POST /users/{id}/{action}` for reactivate, unlock; returns the user.
+    async fn user_action(&self, id: &str, action: &str) -> Result<MasUser, ApiError> {
+        let path = format!("/users/{}/{action}", encode(id));
+        let (status, v) = self.send(Method::POST, &path, None).await?;
+        field::<UserDocument>(status, v).map(Into::into)
+    }
+
+    pub async fn reactivate(&self, id: &str) -> Result<MasUser, ApiError> {
+        self.user_action(id, "reactivate").await
+    }
+
+    pub async fn unlock(&self, id: &str) -> Result<MasUser, ApiError> {
+        self.user_action(id, "unlock").await
+    }
+
+    /// `POST /users/{id}/set-password`. The tool's passwords are strong by
+    /// construction or chosen by the admin, so MAS's strength check is skipped.
+    pub async fn set_password(&self, id: &str, password: &str) -> Result<(), ApiError> {
+        let path = format!("/users/{}/set-password", encode(id));
+        let body = serde_json::json!({ "password": password, "skip_password_check": true });
+        self.send(Method::POST, &path, Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    /// The user's e-mail addresses (`GET /user-emails?filter[user]=…`).
+    pub async fn emails(&self, id: &str) -> Result<Vec<String>, ApiError> {
+        #[derive(Deserialize)]
+        struct List {
+            data: Vec<Email>,
+        }
+        #[derive(Deserialize)]
+        struct Email {
+            attributes: EmailAttributes,
+        }
+        #[derive(Deserialize)]
+        struct EmailAttributes {
+            email: String,
+        }
+        let path = format!("/user-emails?filter[user]={}&page[first]=100", encode(id));
+        let (status, v) = self.send(Method::GET, &path, None).await?;
+        let list: List = field(status, v)?;
+        Ok(list.data.into_iter().map(|e| e.attributes.email).collect())
+    }
+
+    /// `POST /user-emails`.
+    pub async fn add_email(&self, id: &str, email: &str) -> Result<(), ApiError> {
+        let body = serde_json::json!({ "user_id": id, "email": email });
+        self.send(Method::POST, "/user-emails", Some(&body))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// `token_endpoint` from `<MAS base>/.well-known/openid-configuration`.
+async fn token_endpoint(http: &Http) -> anyhow::Result<String> {
+    let path = "/.well-known/openid-configuration";
+    let (status, v) = http
+        .send(Method::GET, path, None, Auth::None)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read MAS's OpenID configuration at {}{path}: {e}",
+                http.base()
+            )
+        })?;
+    v.get("token_endpoint")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "MAS's OpenID configuration at {}{path} (HTTP {status}) has no token_endpoint",
+                http.base()
+            )
+        })
+}
+
+/// When to ask for the next token: a minute before it expires, or half way
+/// through a short lifetime.
+fn renew_after(lifetime: Duration) -> Duration {
+    lifetime
+        .saturating_sub(Duration::from_secs(60))
+        .max(lifetime / 2)
+}
+
+fn expired(e: &ApiError) -> bool {
+    matches!(e, ApiError::Http { status: 401, message, .. } if message.contains("expired"))
+}
+
+/// Says which API answered, so "HTTP 401" is never mistaken for Synapse's.
+fn mas_error(e: ApiError, what: &str) -> ApiError {
+    match e {
+        ApiError::Http {
+            status,
+            errcode,
+            message,
+            retry_after,
+        } => ApiError::Http {
+            status,
+            errcode,
+            message: format!("MAS {what}: {message}"),
+            retry_after,
+        },
+        e => e,
+    }
+}
+
+fn encode(s: &str) -> String {
+    super::synapse::encode_segment(s)
+}
+
+/// Accounts through MAS, with Synapse's view of each user beside it.
+pub struct MasAccounts {
+    synapse: SynapseClient,
+    mas: Arc<MasClient>,
+    retrier: Arc<Retrier>,
+}
+
+impl MasAccounts {
+    pub fn new(synapse: SynapseClient, mas: Arc<MasClient>, retrier: Arc<Retrier>) -> Self {
+        MasAccounts {
+            synapse,
+            mas,
+            retrier,
+        }
+    }
+
+    async fn call<T, F, Fut>(&self, auth: AuthFailure, request: F) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        self.retrier.call(auth, request).await
+    }
+
+    fn handle<'a>(&self, user: &UserId, account: &'a Account) -> Result<&'a str, CallError> {
+        account.handle.as_deref().ok_or_else(|| {
+            CallError::Row(ApiError::BadBody {
+                status: 0,
+                message: format!("{user} has no MAS user ID: it was not looked up in MAS"),
+            })
+        })
+    }
+}
+
+impl Accounts for MasAccounts {
+    async fn look_up(&self, user: &UserId) -> Result<Lookup, CallError> {
+        let synapse = self
+            .call(AuthFailure::StopsRun, || self.synapse.get_user(user))
+            .await?;
+        let Some(synapse) = synapse else {
+            return Ok(Lookup::NotFound);
+        };
+        let mas = self
+            .call(AuthFailure::StopsRun, || {
+                self.mas.user_by_name(user.localpart())
+            })
+            .await?;
+        let Some(mas) = mas else {
+            return Ok(Lookup::NotFound);
+        };
+        Ok(Lookup::Found(Account {
+            deactivated: synapse.deactivated || mas.deactivated,
+            erased: synapse.erased,
+            locked: synapse.locked || mas.locked,
+            handle: Some(mas.id),
+        }))
+    }
+
+    async fn reactivate(
+        &self,
+        user: &UserId,
+        account: &Account,
+        password: Option<&str>,
+        unlock: bool,
+    ) -> Result<(), CallError> {
+        let id = self.handle(user, account)?;
+        if let Some(p) = password {
+            // A 403 here ("Password auth is disabled") is about this request:
+            // the caller decides, and nothing has changed yet.
+            self.call(AuthFailure::ForbiddenFailsRow, || {
+                self.mas.set_password(id, p)
+            })
+            .await?;
+        }
+        let after_password = |e: CallError| match e {
+            // The password is set: the outcome is no longer "nothing applied".
+            CallError::Row(e) if password.is_some() => CallError::Row(ApiError::BadBody {
+                status: e.status().unwrap_or(0),
+                message: format!("the password was set, then reactivating failed: {e}"),
+            }),
+            e => e,
+        };
+        let back = self
+            .call(AuthFailure::StopsRun, || self.mas.reactivate(id))
+            .await
+            .map_err(after_password)?;
+        if back.deactivated {
+            return Err(CallError::Row(ApiError::BadBody {
+                status: 200,
+                message: "MAS answered the reactivation, but still shows the user deactivated"
+                    .into(),
+            }));
+        }
+        if unlock {
+            self.call(AuthFailure::StopsRun, || self.mas.unlock(id))
+                .await
+                .map_err(after_password)?;
+        }
+        Ok(())
+    }
+
+    async fn unlock(&self, user: &UserId, account: &Account) -> Result<(), CallError> {
+        let id = self.handle(user, account)?;
+        self.call(AuthFailure::StopsRun, || self.mas.unlock(id))
+            .await
+            .map(|_| ())
+    }
+
+    /// Only the addresses the user does not have yet: MAS answers 409 for an
+    /// address already in use, and a resumed run may have added some.
+    async fn add_emails(
+        &self,
+        user: &UserId,
+        account: &Account,
+        emails: &[String],
+    ) -> Result<(), CallError> {
+        let id = self.handle(user, account)?;
+        let have = self
+            .call(AuthFailure::StopsRun, || self.mas.emails(id))
+            .await?;
+        for email in emails {
+            if have.iter().any(|h| h.eq_ignore_ascii_case(email)) {
+                continue;
+            }
+            self.call(AuthFailure::StopsRun, || self.mas.add_email(id, email))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_renewed_well_before_they_expire() {
+        let s = Duration::from_secs;
+        assert_eq!(renew_after(s(300)), s(240));
+        assert_eq!(renew_after(s(60)), s(30));
+        assert_eq!(renew_after(s(2)), s(1));
+    }
+
+    #[test]
+    fn user_documents_read_both_flags() {
+        let d: UserDocument = serde_json::from_value(serde_json::json!({
+            "data": {"type": "user", "id": "01J", "attributes": {
+                "username": "alice", "created_at": "2026-01-01T00:00:00Z",
+                "locked_at": null, "deactivated_at": "2026-11-26T01:00:00Z",
+                "admin": false, "legacy_guest": false}},
+            "links": {"self": "/api/admin/v1/users/01J"}
+        }))
+        .unwrap();
+        let u: MasUser = d.into();
+        assert_eq!(
+            u,
+            MasUser {
+                id: "01J".into(),
+                deactivated: true,
+                locked: false
+            }
+        );
+    }
+
+    #[test]
+    fn only_an_expired_token_is_renewed() {
+        let e = |m: &str| ApiError::Http {
+            status: 401,
+            errcode: None,
+            message: m.into(),
+            retry_after: None,
+        };
+        assert!(expired(&e("Access token expired")));
+        assert!(!expired(&e("Unknown access token")));
+        assert!(!expired(&e("Access token revoked")));
+    }
+}
