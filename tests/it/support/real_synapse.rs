@@ -7,6 +7,7 @@
 //! them (loudly); in CI (CI set) skipping is refused.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -243,4 +244,88 @@ fn login_body(id: &str, password: &str) -> serde_json::Value {
         "identifier": {"type": "m.id.user", "user": id},
         "password": password,
     })
+}
+
+// ------------------------------------------------------- Synapse in MAS mode
+
+/// Whether the cached Synapse virtualenv exists; `None` = skip this test.
+pub fn synapse_venv() -> Option<()> {
+    let cache = std::env::var_os("MATRIX_REACTIVATE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("matrix-reactivate"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/matrix-reactivate"))
+        })
+        .expect("a cache folder (HOME is not set)");
+    let python = cache.join("synapse-1.163.2/bin/python");
+    if python.exists() {
+        return Some(());
+    }
+    if may_skip("real-Synapse MAS test") {
+        return None;
+    }
+    panic!(
+        "no Synapse virtualenv at {}: run scripts/synapse.sh install (needs python3), or set \
+         MATRIX_REACTIVATE_SKIP_SYNAPSE=1 to skip the real-Synapse tests locally",
+        python.display()
+    );
+}
+
+/// A Synapse in MAS mode, started by `scripts/synapse.sh` and stopped on drop,
+/// also when the test fails.
+pub struct MasSynapse {
+    dir: PathBuf,
+    pub url: String,
+}
+
+impl MasSynapse {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/synapse.sh")
+    }
+
+    pub async fn start(dir: PathBuf, mas_endpoint: &str, secret: &str) -> MasSynapse {
+        let mut cmd = std::process::Command::new(Self::script());
+        cmd.arg("start").arg("--dir").arg(&dir).args([
+            "--mas-endpoint",
+            mas_endpoint,
+            "--mas-secret",
+            secret,
+        ]);
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("run synapse.sh"))
+            .await
+            .expect("the start thread");
+        // From here on the folder may hold a server: stop it whatever happens.
+        let mut guard = MasSynapse {
+            dir,
+            url: String::new(),
+        };
+        assert!(
+            out.status.success(),
+            "synapse.sh start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(guard.dir.join("env")).expect("the env file");
+        let get = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .map(str::to_owned)
+        };
+        assert_eq!(get("SYNAPSE_SERVER_NAME").as_deref(), Some("localhost"));
+        assert!(get("SYNAPSE_PID").is_some());
+        assert!(get("SYNAPSE_ADMIN_TOKEN").is_none(), "no admin in MAS mode");
+        guard.url = get("SYNAPSE_URL").expect("SYNAPSE_URL");
+        guard
+    }
+}
+
+impl Drop for MasSynapse {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .arg("stop")
+            .arg("--dir")
+            .arg(&self.dir)
+            .output();
+    }
 }
