@@ -9,6 +9,7 @@ mod cli;
 mod faults;
 mod input_props;
 mod interrupt;
+mod mas;
 mod mas_double;
 mod mock;
 mod restore;

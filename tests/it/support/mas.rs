@@ -252,6 +252,32 @@ impl MasDouble {
 
     /// The user as MAS holds it, `None` if there is no such username.
     pub fn user(&self, localpart: &str) -> Option<UserSnapshot> {
+        self.view().user(localpart)
+    }
+
+    /// A read-only view of the double's users that outlives a borrow of it:
+    /// for a mock Synapse whose answers follow MAS's state.
+    pub fn view(&self) -> MasView {
+        MasView {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// See `MasDouble::view`.
+#[derive(Clone)]
+pub struct MasView {
+    inner: Arc<Inner>,
+}
+
+impl MasView {
+    /// Every request received, in order: (method, path with its query string).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.inner.state().requests.clone()
+    }
+
+    /// The user as MAS holds it, `None` if there is no such username.
+    pub fn user(&self, localpart: &str) -> Option<UserSnapshot> {
         let st = self.inner.state();
         let u = st.by_username(localpart)?;
         Some(UserSnapshot {
@@ -269,7 +295,9 @@ impl MasDouble {
                 .collect(),
         })
     }
+}
 
+impl MasDouble {
     /// What `mas-cli manage issue-compatibility-token <user>
     /// [--yes-i-want-to-grant-synapse-admin-privileges]` does: a new device in
     /// Synapse (when linked) and an `mct_` token for it, with Synapse admin
@@ -306,9 +334,21 @@ impl MasDouble {
         }
     }
 
+    /// Makes every client-credentials token expire now, as if the run had
+    /// outlived them: the next admin request with one gets 401 "Access token
+    /// expired".
+    pub fn expire_admin_tokens(&self) {
+        let past = Instant::now() - Duration::from_millis(1);
+        for t in self.inner.state().tokens.values_mut() {
+            if t.expires.is_some() {
+                t.expires = Some(past);
+            }
+        }
+    }
+
     /// Every request received, in order: (method, path with its query string).
     pub fn requests(&self) -> Vec<(String, String)> {
-        self.inner.state().requests.clone()
+        self.view().requests()
     }
 
     /// How many `mat_` tokens the client-credentials grant handed out.

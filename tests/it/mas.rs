@@ -1,0 +1,619 @@
+//! Servers whose logins belong to MAS: scenarios against the MAS double with a
+//! mock Synapse that follows its state, and end to end with a real Synapse.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use wiremock::matchers::{header, method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::support::mas::{MasConfig, MasDouble, MasView, SynapseLink};
+use crate::support::mock_synapse::user_path;
+use crate::support::real_synapse::{synapse_venv, MasSynapse};
+use crate::support::workdir::*;
+
+/// What Synapse says of a user on a MAS server: MAS's state (Synapse follows
+/// it), except where a test makes the two sides diverge.
+#[derive(Clone)]
+struct SynapseView {
+    mas: MasView,
+    server: &'static str,
+    /// Erased on Synapse's side (MAS's deactivation erases by default).
+    erased: Arc<Mutex<HashSet<String>>>,
+    /// Deactivated through Synapse's own API: MAS never heard of it.
+    deactivated_here: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Respond for SynapseView {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let id = percent_decode(req.url.path().rsplit('/').next().unwrap_or(""));
+        let localpart = id
+            .strip_prefix('@')
+            .and_then(|r| r.strip_suffix(&format!(":{}", self.server)))
+            .unwrap_or("");
+        let Some(u) = self.mas.user(localpart) else {
+            return ResponseTemplate::new(404)
+                .set_body_json(json!({"errcode": "M_NOT_FOUND", "error": "User not found"}));
+        };
+        let here = self.deactivated_here.lock().unwrap().contains(localpart);
+        // Reactivation through MAS mends Synapse's side too.
+        let deactivated = u.deactivated || (here && !self.reactivated_since(localpart));
+        ResponseTemplate::new(200).set_body_json(json!({
+            "name": id,
+            "deactivated": deactivated,
+            "erased": deactivated && self.erased.lock().unwrap().contains(localpart),
+            "locked": u.locked,
+            "admin": false,
+        }))
+    }
+}
+
+impl SynapseView {
+    /// Whether MAS reactivated the user (and so called Synapse) since the
+    /// scenario was built.
+    fn reactivated_since(&self, localpart: &str) -> bool {
+        let Some(u) = self.mas.user(localpart) else {
+            return false;
+        };
+        self.mas
+            .requests()
+            .iter()
+            .any(|(m, p)| m == "POST" && p == &format!("/api/admin/v1/users/{}/reactivate", u.id))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A MAS server: the double, and a mock Synapse that delegates to it.
+struct MasWorld {
+    mas: MasDouble,
+    synapse: MockServer,
+    view: SynapseView,
+}
+
+const SERVER: &str = "example.org";
+
+impl MasWorld {
+    async fn start(config: MasConfig) -> MasWorld {
+        let mas = MasDouble::start(config);
+        let synapse = MockServer::start().await;
+        let view = SynapseView {
+            mas: mas.view(),
+            server: SERVER,
+            erased: Arc::default(),
+            deactivated_here: Arc::default(),
+        };
+        Self::mount(&synapse, &mas.issuer()).await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/_synapse/admin/v2/users/[^/]+$"))
+            .respond_with(view.clone())
+            .mount(&synapse)
+            .await;
+        let world = MasWorld { mas, synapse, view };
+        world.mas.add_user("admin", None, true).await;
+        world
+    }
+
+    /// The preflight's answers of a Synapse delegating to `issuer`, and no
+    /// PUT or POST to Synapse's admin API (MAS does the changes).
+    async fn mount(synapse: &MockServer, issuer: &str) {
+        let get = |p: &str, body: serde_json::Value| {
+            Mock::given(method("GET"))
+                .and(path(p.to_owned()))
+                .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        };
+        get(
+            "/_synapse/admin/v1/server_version",
+            json!({"server_version": "1.163.2"}),
+        )
+        .mount(synapse)
+        .await;
+        get(
+            "/_matrix/client/v1/auth_metadata",
+            json!({
+                "issuer": issuer,
+                "token_endpoint": format!("{issuer}oauth2/token"),
+                "account_management_uri": format!("{issuer}account"),
+            }),
+        )
+        .mount(synapse)
+        .await;
+        Mock::given(method("GET"))
+            .and(path("/_matrix/client/v3/account/whoami"))
+            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"user_id": format!("@admin:{SERVER}")})),
+            )
+            .mount(synapse)
+            .await;
+        for verb in ["PUT", "POST"] {
+            Mock::given(method(verb))
+                .and(path_regex("^/_synapse/admin/"))
+                .respond_with(ResponseTemplate::new(500))
+                .expect(0)
+                .named(format!("{verb} to Synapse's admin API on a MAS server"))
+                .mount(synapse)
+                .await;
+        }
+    }
+
+    /// A user in MAS (and so in Synapse) with `password`, deactivated or not.
+    async fn user(&self, localpart: &str, password: &str, deactivated: bool) {
+        self.mas.add_user(localpart, Some(password), false).await;
+        if deactivated {
+            self.mas.deactivate(localpart, false).await;
+        }
+    }
+
+    /// The tool against this world, with the double's admin client.
+    fn tool(&self, w: &Workdir, args: &[&str]) -> assert_cmd::Command {
+        let mut c = w.reactivate(&self.synapse.uri(), args);
+        c.env("MAS_CLIENT_ID", self.mas.client_id())
+            .env("MAS_CLIENT_SECRET", self.mas.client_secret());
+        c
+    }
+
+    /// The admin API requests MAS received, as "METHOD path".
+    fn admin_requests(&self) -> Vec<String> {
+        self.mas
+            .requests()
+            .into_iter()
+            .filter(|(_, p)| p.starts_with("/api/admin/v1"))
+            .map(|(m, p)| format!("{m} {p}"))
+            .collect()
+    }
+}
+
+fn id(localpart: &str) -> String {
+    format!("@{localpart}:{SERVER}")
+}
+
+#[tokio::test]
+async fn mas_every_status_on_both_sides() {
+    let world = MasWorld::start(MasConfig::default()).await;
+    world.user("alice", "alice-old", true).await;
+    world.user("bob", "bob-pw", false).await;
+    world.user("erin", "erin-pw", true).await;
+    world.view.erased.lock().unwrap().insert("erin".into());
+    // Deactivated through Synapse's own API: MAS still thinks it active.
+    world.user("frank", "frank-pw", false).await;
+    world
+        .view
+        .deactivated_here
+        .lock()
+        .unwrap()
+        .insert("frank".into());
+    world.user("hank", "hank-pw", true).await;
+    world.mas.lock("hank").await;
+
+    let w = Workdir::new();
+    w.write(
+        "in.csv",
+        "user_id\nalice\nbob\nnobody\nerin\nfrank\nhank\n@x:other.org\n",
+    );
+    let out = run(world.tool(&w, &[])).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("logins by MAS at {}", world.mas.url())),
+        "the preflight line names the mode and MAS's URL: {err}"
+    );
+    let rows = by_user(&w.results("out.csv"));
+    let status = |u: &str| rows[&id(u)].status.as_str();
+    assert_eq!(status("alice"), "reactivated");
+    assert_eq!(status("bob"), "already_active");
+    assert_eq!(status("nobody"), "not_found");
+    assert_eq!(status("erin"), "erased");
+    assert_eq!(status("frank"), "reactivated");
+    assert_eq!(status("hank"), "reactivated");
+    assert_eq!(rows["@x:other.org"].status, "not_local");
+    assert!(rows[&id("hank")].error.contains("still locked"));
+
+    for u in ["alice", "frank", "hank"] {
+        let pw = &rows[&id(u)].password;
+        assert_eq!(pw.len(), 24, "{u}");
+        assert!(
+            world.mas.check_password(u, pw),
+            "{u}: MAS holds the password of the row"
+        );
+        assert!(!world.mas.user(u).unwrap().deactivated, "{u}");
+    }
+    assert!(
+        world.mas.user("hank").unwrap().locked,
+        "no unlock without --unlock"
+    );
+    assert!(
+        world.mas.user("erin").unwrap().deactivated,
+        "erased: left alone"
+    );
+    assert!(
+        world.mas.check_password("bob", "bob-pw"),
+        "active: untouched"
+    );
+    assert!(world.mas.user("nobody").is_none(), "nothing created");
+    let writes: Vec<String> = world
+        .admin_requests()
+        .into_iter()
+        .filter(|r| !r.starts_with("GET "))
+        .collect();
+    let bob = world.mas.user("bob").unwrap().id;
+    let erin = world.mas.user("erin").unwrap().id;
+    assert!(
+        !writes.iter().any(|r| r.contains(&bob) || r.contains(&erin)),
+        "{writes:?}"
+    );
+    assert!(err.contains("MAS erases by default"), "{err}");
+}
+
+#[tokio::test]
+async fn mas_unlock_emails_and_no_password() {
+    let world = MasWorld::start(MasConfig::default()).await;
+    world.user("lena", "lena-pw", false).await;
+    world.mas.lock("lena").await;
+    world.user("mia", "mia-old", true).await;
+    world.mas.lock("mia").await;
+    world.user("noah", "noah-old", true).await;
+
+    let w = Workdir::new();
+    w.write(
+        "in.csv",
+        "user_id,email\nlena,\nmia,mia@example.org;MIA2@example.org\nnoah,noah@example.org\n",
+    );
+    let out = run(world.tool(&w, &["--unlock", "--no-password"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = by_user(&w.results("out.csv"));
+    assert_eq!(rows[&id("lena")].status, "unlocked");
+    assert_eq!(rows[&id("mia")].status, "reactivated");
+    assert_eq!(rows[&id("noah")].status, "reactivated");
+    for u in ["lena", "mia", "noah"] {
+        let m = world.mas.user(u).unwrap();
+        assert!(!m.locked && !m.deactivated, "{u}: {m:?}");
+        assert_eq!(
+            rows[&id(u)].password,
+            "",
+            "--no-password: no password in the row"
+        );
+    }
+    // MAS kept the passwords through the deactivation.
+    assert!(world.mas.check_password("mia", "mia-old"));
+    assert!(world.mas.check_password("noah", "noah-old"));
+    let mut mia = world.mas.user("mia").unwrap().emails;
+    mia.sort();
+    assert_eq!(mia, ["MIA2@example.org", "mia@example.org"]);
+    assert_eq!(world.mas.user("noah").unwrap().emails, ["noah@example.org"]);
+    let err = stderr(&out);
+    assert!(!err.contains("hand each user the password"), "{err}");
+    assert!(err.contains("MAS kept each user's password"), "{err}");
+}
+
+#[tokio::test]
+async fn mas_dry_run_only_reads_both_apis() {
+    let world = MasWorld::start(MasConfig::default()).await;
+    world.user("alice", "a", true).await;
+    world.user("bob", "b", false).await;
+    world.mas.lock("bob").await;
+    let w = Workdir::new();
+    w.write("in.csv", "alice\nbob\n");
+    let out = run(world.tool(&w, &["--dry-run", "--unlock"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = by_user(&w.results("out.csv"));
+    assert_eq!(rows[&id("alice")].status, "would_reactivate");
+    assert_eq!(rows[&id("bob")].status, "would_unlock");
+    let requests = world.admin_requests();
+    assert!(!requests.is_empty());
+    assert!(
+        requests.iter().all(|r| r.starts_with("GET ")),
+        "{requests:?}"
+    );
+    assert!(world.mas.user("alice").unwrap().deactivated);
+}
+
+#[tokio::test]
+async fn mas_without_credentials_stops_before_any_user() {
+    let world = MasWorld::start(MasConfig::default()).await;
+    world.user("alice", "a", true).await;
+    let w = Workdir::new();
+    w.write("in.csv", "alice\n");
+    let out = run(w.reactivate(&world.synapse.uri(), &[])).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for needle in [
+        "delegates its logins to Matrix Authentication Service at",
+        world.mas.url().as_str(),
+        "MAS_CLIENT_ID",
+        "MAS_CLIENT_SECRET",
+        "MAS_ADMIN_TOKEN",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(world.admin_requests().is_empty());
+    let asked: Vec<String> = world
+        .synapse
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert!(!asked.contains(&user_path(&id("alice"))), "{asked:?}");
+    assert!(!w.path("out.csv").exists());
+}
+
+#[tokio::test]
+async fn mas_fixed_token_and_mas_url_override() {
+    let world = MasWorld::start(MasConfig::default()).await;
+    world.user("alice", "a", true).await;
+    // The homeserver advertises an issuer nobody listens on: --mas-url wins.
+    let synapse = MockServer::start().await;
+    MasWorld::mount(&synapse, "http://127.0.0.1:9/").await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/_synapse/admin/v2/users/[^/]+$"))
+        .respond_with(world.view.clone())
+        .mount(&synapse)
+        .await;
+    let token = world.mas.add_personal_token();
+    let w = Workdir::new();
+    w.write("in.csv", "alice\n");
+    w.write("mas-token", format!("{token}\n"));
+    let mut cmd = w.reactivate(&synapse.uri(), &["--mas-token-file", "mas-token"]);
+    cmd.env("MAS_URL", world.mas.url());
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(w.results("out.csv")[0].status, "reactivated");
+    assert_eq!(world.mas.tokens_issued(), 0, "a fixed token needs no grant");
+    assert!(!stderr(&out).contains(&token), "the token is never printed");
+}
+
+#[tokio::test]
+async fn mas_password_auth_disabled_stops_early_then_no_password_resumes() {
+    let world = MasWorld::start(MasConfig {
+        passwords_enabled: false,
+        ..MasConfig::default()
+    })
+    .await;
+    for u in ["a1", "a2", "a3"] {
+        world.user(u, &format!("{u}-old"), true).await;
+    }
+    let w = Workdir::new();
+    w.write("in.csv", "a1\na2\na3\n");
+    let out = run(world.tool(&w, &["--concurrency", "1"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("Password auth is disabled"), "{err}");
+    assert!(err.contains("--no-password"), "{err}");
+    for u in ["a1", "a2", "a3"] {
+        assert!(
+            world.mas.user(u).unwrap().deactivated,
+            "{u}: nothing changed"
+        );
+    }
+    let reactivations = world
+        .admin_requests()
+        .into_iter()
+        .filter(|r| r.ends_with("/reactivate"))
+        .count();
+    assert_eq!(reactivations, 0);
+
+    // The refused password was forgotten: --resume --no-password finishes.
+    let out = run(world.tool(&w, &["--concurrency", "1", "--resume", "--no-password"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = by_user(&w.results("out.csv"));
+    for u in ["a1", "a2", "a3"] {
+        assert_eq!(rows[&id(u)].status, "reactivated", "{u}");
+        assert_eq!(rows[&id(u)].password, "");
+        assert!(world.mas.check_password(u, &format!("{u}-old")));
+    }
+    assert!(!w.path("out.csv.journal").exists());
+}
+
+#[tokio::test]
+async fn mas_tokens_are_renewed_mid_run() {
+    // Tokens that live 2 s, a run of about 4 s, and every token made to expire
+    // part way: the run asks for new ones and never stops.
+    let world = MasWorld::start(MasConfig {
+        token_ttl: Duration::from_secs(2),
+        ..MasConfig::default()
+    })
+    .await;
+    let mut input = String::new();
+    for i in 0..20 {
+        world.user(&format!("u{i}"), "old", true).await;
+        input.push_str(&format!("u{i}\n"));
+    }
+    let w = Workdir::new();
+    w.write("in.csv", input);
+    let mut cmd = world.tool(&w, &["--rate", "5"]);
+    let child = tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    world.mas.expire_admin_tokens();
+    let out = child.await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = w.results("out.csv");
+    assert_eq!(rows.len(), 20);
+    for r in &rows {
+        assert_eq!(r.status, "reactivated", "{r:?}");
+        let localpart = r.user_id.trim_start_matches('@').split(':').next().unwrap();
+        assert!(world.mas.check_password(localpart, &r.password));
+    }
+    assert!(
+        world.mas.tokens_issued() >= 3,
+        "renewed before expiry and after the forced expiry: {}",
+        world.mas.tokens_issued()
+    );
+}
+
+#[tokio::test]
+async fn mas_a_failing_synapse_side_is_retried_with_the_same_password() {
+    let world = MasWorld::start(MasConfig::default()).await;
+    world.user("alice", "old", true).await;
+    // MAS calls Synapse first when it reactivates: the first call fails, so
+    // MAS answers 500 and changes nothing; the retry goes through.
+    Mock::given(method("POST"))
+        .and(path("/_synapse/mas/reactivate_user"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&world.synapse)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/_synapse/mas/reactivate_user"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&world.synapse)
+        .await;
+    world.mas.set_synapse(SynapseLink {
+        url: world.synapse.uri(),
+        secret: "shared".into(),
+    });
+    let w = Workdir::new();
+    w.write("in.csv", "alice\n");
+    let out = run(world.tool(&w, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let row = &w.results("out.csv")[0];
+    assert_eq!(row.status, "reactivated");
+    assert!(world.mas.check_password("alice", &row.password));
+    let attempts = world
+        .admin_requests()
+        .into_iter()
+        .filter(|r| r.ends_with("/reactivate"))
+        .count();
+    assert_eq!(attempts, 2, "one 500, one success");
+}
+
+// ---------------------------------------------------------------- real Synapse
+
+#[tokio::test]
+async fn mas_real_synapse_end_to_end() {
+    let Some(()) = synapse_venv() else { return };
+    let mut secret = [0u8; 16];
+    getrandom::fill(&mut secret).unwrap();
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let mas = MasDouble::start(MasConfig::default());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-synapse-mas-tool");
+    let synapse = MasSynapse::start(dir, &mas.issuer(), &secret).await;
+    mas.set_synapse(SynapseLink {
+        url: synapse.url.clone(),
+        secret,
+    });
+    mas.add_user("admin", None, true).await;
+    let admin = mas.issue_compat_token("admin", true).await;
+    for u in ["alice", "bob", "carol", "dave"] {
+        mas.add_user(u, Some(&format!("{u}-old-password")), false)
+            .await;
+    }
+    // alice and bob deactivated through MAS (erased, MAS's default); carol
+    // through Synapse's own API, which MAS never learns of; dave stays active.
+    mas.deactivate("alice", true).await;
+    mas.deactivate("bob", true).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!(
+            "{}/_synapse/admin/v1/deactivate/@carol:localhost",
+            synapse.url
+        ))
+        .bearer_auth(&admin)
+        .json(&json!({"erase": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let synapse_user = |u: &str| {
+        let (http, url, admin) = (http.clone(), synapse.url.clone(), admin.clone());
+        let u = u.to_owned();
+        async move {
+            let r = http
+                .get(format!("{url}/_synapse/admin/v2/users/@{u}:localhost"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    assert_eq!(synapse_user("alice").await["erased"], true);
+    assert_eq!(synapse_user("carol").await["deactivated"], true);
+
+    let w = Workdir::new();
+    w.write("in.csv", "alice\nbob\ncarol\ndave\nnobody\n");
+    let tool = |args: &[&str]| {
+        let mut c = w.cmd();
+        c.env("MATRIX_ADMIN_TOKEN", &admin)
+            .env("MAS_CLIENT_ID", mas.client_id())
+            .env("MAS_CLIENT_SECRET", mas.client_secret())
+            .args(["-H", &synapse.url, "in.csv", "--no-progress"])
+            .args(args);
+        c
+    };
+    // Without --include-erased the MAS-deactivated users stay as they are.
+    let out = run(tool(&["-o", "first.csv"])).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let rows = by_user(&w.results("first.csv"));
+    assert_eq!(rows["@alice:localhost"].status, "erased");
+    assert_eq!(rows["@carol:localhost"].status, "reactivated");
+    assert_eq!(rows["@dave:localhost"].status, "already_active");
+    assert_eq!(rows["@nobody:localhost"].status, "not_found");
+
+    let out = run(tool(&["-o", "second.csv", "--include-erased"])).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let rows = by_user(&w.results("second.csv"));
+    for u in ["alice", "bob"] {
+        assert_eq!(rows[&format!("@{u}:localhost")].status, "reactivated");
+    }
+    // carol came back in the first run, alice and bob in the second.
+    let mut back = by_user(&w.results("first.csv"));
+    back.extend(rows.into_iter().filter(|(_, r)| r.status == "reactivated"));
+    for u in ["alice", "bob", "carol"] {
+        let row = &back[&format!("@{u}:localhost")];
+        let s = synapse_user(u).await;
+        assert_eq!(s["deactivated"], false, "{u}: Synapse's side is active");
+        assert!(
+            !mas.user(u).unwrap().deactivated,
+            "{u}: MAS's side is active"
+        );
+        // Log in through MAS's password check, then use the token on Synapse.
+        let r = http
+            .post(format!("{}/test/login", mas.url()))
+            .json(&json!({"username": u, "password": row.password}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "{u} logs in with the row's password: {body}");
+        let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let token = r["access_token"].as_str().unwrap().to_owned();
+        let r = http
+            .get(format!("{}/_matrix/client/v3/account/whoami", synapse.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{u}'s new session works on Synapse");
+        assert!(!mas.check_password(u, &format!("{u}-old-password")));
+    }
+    assert!(mas.check_password("dave", "dave-old-password"), "untouched");
+    assert!(mas.user("nobody").is_none());
+    let r = http
+        .get(format!(
+            "{}/_synapse/admin/v2/users/@nobody:localhost",
+            synapse.url
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "nothing created in Synapse either");
+}
