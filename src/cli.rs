@@ -20,6 +20,11 @@ EXAMPLES:
   SSO-only server, no passwords:
     matrix-reactivate -H https://matrix.example.org users.csv -o results.csv --no-password
 
+  Logins by Matrix Authentication Service (found by itself; MAS admin client in the env):
+    export MATRIX_ADMIN_TOKEN=mct_...     # mas-cli manage issue-compatibility-token
+    export MAS_CLIENT_ID=... MAS_CLIENT_SECRET=...   # or MAS_ADMIN_TOKEN=mpt_...
+    matrix-reactivate -H https://matrix.example.org users.csv -o results.csv
+
   Give back the rooms they were made to leave by the deactivation at 01:00 UTC:
     matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \
         --rejoin-rooms --left-since 2026-11-26T01:00:00Z

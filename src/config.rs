@@ -469,4 +469,57 @@ mod tests {
         use secrecy::ExposeSecret;
         assert_eq!(s.token.expose_secret(), "syt_abc");
     }
+
+    #[test]
+    fn mas_credentials_come_in_one_form_from_the_environment_or_a_file() {
+        let cli = |extra: &[&str]| {
+            let mut v = vec!["m", "in.csv", "-o", "o", "-H", "https://x.org"];
+            v.extend_from_slice(extra);
+            Cli::try_parse_from(v).unwrap()
+        };
+        let env = |id: Option<&str>, secret: Option<&str>, token: Option<&str>| EnvSecrets {
+            matrix_token: Some("syt_a".into()),
+            mas_client_id: id.map(Into::into),
+            mas_client_secret: secret.map(Into::into),
+            mas_token: token.map(Into::into),
+        };
+        let s = Settings::from_cli(cli(&[]), env(None, None, None)).unwrap();
+        assert!(s.mas.credentials.is_none() && s.mas.url.is_none());
+        let s = Settings::from_cli(cli(&[]), env(Some("01ID"), Some("sec"), None)).unwrap();
+        assert!(
+            matches!(s.mas.credentials, Some(MasCredentials::Client { ref id, .. }) if id == "01ID")
+        );
+        let s = Settings::from_cli(cli(&[]), env(None, None, Some("mpt_x"))).unwrap();
+        assert!(matches!(s.mas.credentials, Some(MasCredentials::Fixed(_))));
+
+        let e = Settings::from_cli(cli(&[]), env(Some("01ID"), None, None))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains(MAS_CLIENT_SECRET_ENV), "{e}");
+        let e = Settings::from_cli(cli(&[]), env(Some("i"), Some("s"), Some("t")))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        let e = Settings::from_cli(
+            cli(&["--mas-url", "http://auth.example.org"]),
+            env(None, None, None),
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().starts_with("--mas-url"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("mas");
+        std::fs::write(&f, " \n").unwrap();
+        let e = Settings::from_cli(
+            cli(&["--mas-token-file", f.to_str().unwrap()]),
+            env(None, None, None),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.to_string().contains("--mas-token-file") && e.to_string().contains("empty"),
+            "{e}"
+        );
+    }
 }
