@@ -414,17 +414,23 @@ async fn mas_password_auth_disabled_stops_early_then_no_password_resumes() {
     assert!(!w.path("out.csv.journal").exists());
 }
 
-#[tokio::test]
-async fn mas_tokens_are_renewed_mid_run() {
-    // Tokens that live 2 s, a run of about 4 s, and every token made to expire
-    // part way: the run asks for new ones and never stops.
+/// A world of `n` deactivated users, the input naming them, and the tool
+/// started on it at `--rate 5` (about n/5 seconds).
+async fn renewal_run(
+    ttl: Duration,
+    n: usize,
+) -> (
+    MasWorld,
+    Workdir,
+    tokio::task::JoinHandle<std::process::Output>,
+) {
     let world = MasWorld::start(MasConfig {
-        token_ttl: Duration::from_secs(2),
+        token_ttl: ttl,
         ..MasConfig::default()
     })
     .await;
     let mut input = String::new();
-    for i in 0..20 {
+    for i in 0..n {
         world.user(&format!("u{i}"), "old", true).await;
         input.push_str(&format!("u{i}\n"));
     }
@@ -432,9 +438,10 @@ async fn mas_tokens_are_renewed_mid_run() {
     w.write("in.csv", input);
     let mut cmd = world.tool(&w, &["--rate", "5"]);
     let child = tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    world.mas.expire_admin_tokens();
-    let out = child.await.unwrap();
+    (world, w, child)
+}
+
+fn assert_all_back(world: &MasWorld, w: &Workdir, out: &std::process::Output, n: usize) {
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -442,16 +449,46 @@ async fn mas_tokens_are_renewed_mid_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows = w.results("out.csv");
-    assert_eq!(rows.len(), 20);
+    assert_eq!(rows.len(), n);
     for r in &rows {
         assert_eq!(r.status, "reactivated", "{r:?}");
         let localpart = r.user_id.trim_start_matches('@').split(':').next().unwrap();
         assert!(world.mas.check_password(localpart, &r.password));
     }
+}
+
+#[tokio::test]
+async fn mas_tokens_are_renewed_before_they_expire() {
+    // Tokens that live 2 s and a run of about 4 s: new tokens are asked for
+    // ahead of time, so no request is ever refused and sent again.
+    let (world, w, child) = renewal_run(Duration::from_secs(2), 20).await;
+    let out = child.await.unwrap();
+    assert_all_back(&world, &w, &out, 20);
     assert!(
         world.mas.tokens_issued() >= 3,
-        "renewed before expiry and after the forced expiry: {}",
+        "{}",
         world.mas.tokens_issued()
+    );
+    let requests = world.admin_requests();
+    let mut seen = HashSet::new();
+    for r in requests.iter().filter(|r| !r.contains("page[first]=1")) {
+        assert!(seen.insert(r.clone()), "sent twice, after a refusal: {r}");
+    }
+}
+
+#[tokio::test]
+async fn mas_an_expired_token_is_renewed_once_and_the_request_sent_again() {
+    // Tokens that live 300 s, all made to expire part way: the next request
+    // gets 401 "Access token expired", and the run renews and goes on.
+    let (world, w, child) = renewal_run(Duration::from_secs(300), 15).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    world.mas.expire_admin_tokens();
+    let out = child.await.unwrap();
+    assert_all_back(&world, &w, &out, 15);
+    assert_eq!(
+        world.mas.tokens_issued(),
+        2,
+        "one at the start, one after the expiry"
     );
 }
 
