@@ -654,3 +654,58 @@ async fn mas_real_synapse_end_to_end() {
         .unwrap();
     assert_eq!(r.status(), 404, "nothing created in Synapse either");
 }
+
+#[tokio::test]
+async fn mas_kill_9_then_resume_loses_no_password() {
+    // Killed part way, at 4 users a second: a user may be killed between
+    // MAS's set-password and its reactivation, or after both but before the
+    // row. --resume must finish every user with the password MAS holds.
+    let world = MasWorld::start(MasConfig::default()).await;
+    let mut input = String::new();
+    for i in 0..12 {
+        world.user(&format!("k{i}"), "old", true).await;
+        input.push_str(&format!("k{i}\n"));
+    }
+    let w = Workdir::new();
+    w.write("in.csv", input);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("matrix-reactivate"))
+        .current_dir(w.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("NO_PROXY", "*")
+        .env("MATRIX_ADMIN_TOKEN", TOKEN)
+        .env("MAS_CLIENT_ID", world.mas.client_id())
+        .env("MAS_CLIENT_SECRET", world.mas.client_secret())
+        .args([
+            "-H",
+            &world.synapse.uri(),
+            "in.csv",
+            "-o",
+            "out.csv",
+            "--no-progress",
+        ])
+        .args(["--rate", "4", "--concurrency", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let before = w.results("out.csv").len();
+    assert!(before < 12, "killed part way ({before} rows)");
+    assert!(w.path("out.csv.journal").exists());
+
+    let out = run(world.tool(&w, &["--resume"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = by_user(&w.results("out.csv"));
+    assert_eq!(rows.len(), 12);
+    for i in 0..12 {
+        let u = format!("k{i}");
+        let row = &rows[&id(&u)];
+        assert_eq!(row.status, "reactivated", "{row:?}");
+        assert!(world.mas.check_password(&u, &row.password), "{u}: {row:?}");
+        assert!(!world.mas.user(&u).unwrap().deactivated);
+    }
+    assert!(!w.path("out.csv.journal").exists());
+}
