@@ -134,24 +134,7 @@ impl Settings {
         if cli.max_consecutive_failures == 0 {
             return usage("--max-consecutive-failures 0: give 1 or more");
         }
-        let passwords = if cli.no_password {
-            Passwords::None
-        } else if cli.password_column.is_some() {
-            Passwords::FromColumn
-        } else {
-            let range = crate::password::MIN_LENGTH..=crate::password::MAX_LENGTH;
-            if !range.contains(&cli.password_length) {
-                return usage(format!(
-                    "--password-length {}: give {} to {}",
-                    cli.password_length,
-                    range.start(),
-                    range.end()
-                ));
-            }
-            Passwords::Generate {
-                length: cli.password_length,
-            }
-        };
+        let passwords = passwords(&cli)?;
         if let Some(name) = &cli.server_name {
             check_server_name(name).map_err(|_| {
                 UsageError(format!("--server-name {name}: not a valid server name"))
@@ -252,6 +235,29 @@ pub fn check_base_url(flag: &str, raw: &str, allow_insecure: bool) -> anyhow::Re
         ));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Where passwords come from: `--no-password`, `--password-column`, or
+/// generated with `--password-length`.
+fn passwords(cli: &Cli) -> anyhow::Result<Passwords> {
+    if cli.no_password {
+        return Ok(Passwords::None);
+    }
+    if cli.password_column.is_some() {
+        return Ok(Passwords::FromColumn);
+    }
+    let range = crate::password::MIN_LENGTH..=crate::password::MAX_LENGTH;
+    if !range.contains(&cli.password_length) {
+        return usage(format!(
+            "--password-length {}: give {} to {}",
+            cli.password_length,
+            range.start(),
+            range.end()
+        ));
+    }
+    Ok(Passwords::Generate {
+        length: cli.password_length,
+    })
 }
 
 /// `--mas-url` and the MAS credentials: a fixed token (`--mas-token-file`, or
