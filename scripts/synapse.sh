@@ -4,12 +4,15 @@
 #   scripts/synapse.sh install               create the cached virtualenv with Synapse
 #   scripts/synapse.sh start  [--dir DIR]    fresh server in DIR, then write DIR/env
 #   scripts/synapse.sh stop   [--dir DIR]    stop the server started in DIR (idempotent)
+#   scripts/synapse.sh restart [--dir DIR]   stop it (if running) and start it again, same port and data
 #   scripts/synapse.sh status [--dir DIR]    exit 0 if the server in DIR is running
 #   start --mas-endpoint URL --mas-secret S  a server that delegates auth to MAS at URL
 #
 # DIR defaults to target/synapse in the repository. `start` wipes DIR first: every
 # start is a new server with an empty SQLite database, listening on a free loopback
-# port, with an admin user `admin`. DIR/env is a bash-sourceable KEY=VALUE file:
+# port, with an admin user `admin`. `restart` keeps DIR as it is (config, database,
+# port, tokens), as an upgrade or a crash and restart would, and waits until the
+# server answers again. DIR/env is a bash-sourceable KEY=VALUE file:
 #
 #   SYNAPSE_URL=http://127.0.0.1:PORT
 #   SYNAPSE_SERVER_NAME=localhost
@@ -414,6 +417,70 @@ print(token)
 EOF
 }
 
+# Starts the server of DIR in the background, with the config already there;
+# appends to DIR/homeserver.log and writes DIR/synapse.pid.
+launch() {
+    local dir="$1"
+    # The working directory is DIR: Python puts it on sys.path, so it must not hold a synapse.py.
+    (cd "$dir" && exec "$VENV/bin/python" -m synapse.app.homeserver -c homeserver.yaml) \
+        </dev/null >>"$dir/homeserver.log" 2>&1 &
+    printf '%s\n' "$!" >"$dir/synapse.pid"
+}
+
+# $1 = URL, $2 = pid, $3 = timeout in seconds: waits until the client API answers.
+# Exit 3 (silently) = the server process died.
+await_server() {
+    "$VENV/bin/python" - "$@" <<'EOF'
+import os, sys, time, urllib.error, urllib.request
+
+url, pid, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + timeout
+while True:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit(3)
+    except PermissionError:
+        pass
+    try:
+        with urllib.request.urlopen(url + "/_matrix/client/versions", timeout=2) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except (urllib.error.URLError, OSError):
+        pass
+    if time.monotonic() > deadline:
+        print(f"synapse.sh: error: {url} did not answer within {timeout} s", file=sys.stderr)
+        sys.exit(1)
+    time.sleep(0.05)
+EOF
+}
+
+cmd_restart() {
+    local dir="$1" t0="${EPOCHREALTIME:-$SECONDS}" url pid rc=0
+    [[ -f "$dir/homeserver.yaml" && -f "$dir/env" && -f "$dir/$DIR_MARKER" ]] \
+        || die "no server was started in $dir: use start first"
+    ensure_venv
+    stop_server "$dir"
+    url="$(sed -n 's/^SYNAPSE_URL=//p' "$dir/env")"
+    [[ -n "$url" ]] || die "$dir/env has no SYNAPSE_URL"
+    launch "$dir"
+    pid="$(cat "$dir/synapse.pid")"
+    await_server "$url" "$pid" "$START_TIMEOUT" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        [[ $rc -ne 3 ]] || log "error: the server exited during start-up"
+        log "last lines of $dir/homeserver.log:"
+        tail -n 40 "$dir/homeserver.log" >&2 || true
+        stop_server "$dir" 0
+        exit 1
+    fi
+    (
+        umask 077
+        sed "s/^SYNAPSE_PID=.*/SYNAPSE_PID=$pid/" "$dir/env" >"$dir/env.tmp"
+    )
+    mv -f "$dir/env.tmp" "$dir/env"
+    log "Synapse restarted at $url (pid $pid, same data and port) in $(elapsed "$t0") s"
+}
+
 cmd_start() {
     local dir="$1"
     local t0="${EPOCHREALTIME:-$SECONDS}"
@@ -429,11 +496,8 @@ cmd_start() {
         read -r port shared macaroon form password < <(generate_secrets "$dir")
         write_config "$dir" "$port" "$shared" "$macaroon" "$form"
         rm -f "$dir/homeserver.log"
-        # The working directory is DIR: Python puts it on sys.path, so it must not hold a synapse.py.
-        (cd "$dir" && exec "$VENV/bin/python" -m synapse.app.homeserver -c homeserver.yaml) \
-            </dev/null >"$dir/homeserver.log" 2>&1 &
-        pid=$!
-        printf '%s\n' "$pid" >"$dir/synapse.pid"
+        launch "$dir"
+        pid="$(cat "$dir/synapse.pid")"
 
         rc=0
         token="$(bootstrap "http://127.0.0.1:$port" "$pid" "$shared" "$ADMIN_LOCALPART" \
@@ -551,9 +615,10 @@ main() {
         install) ensure_venv; log "Synapse $SYNAPSE_VERSION ready in $VENV" ;;
         start) cmd_start "$dir" ;;
         stop) stop_server "$dir" ;;
+        restart) cmd_restart "$dir" ;;
         status) cmd_status "$dir" ;;
         -h | --help | help) usage 0 ;;
-        *) die "unknown command: $cmd (expected install, start, stop or status)" ;;
+        *) die "unknown command: $cmd (expected install, start, stop, restart or status)" ;;
     esac
 }
 

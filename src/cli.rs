@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 const AFTER_LONG_HELP: &str = "\
 EXAMPLES:
@@ -29,6 +29,14 @@ EXAMPLES:
     matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \
         --rejoin-rooms --left-since 2026-11-26T01:00:00Z
 
+  In a runbook: the summary as JSON, and up to 15 minutes of server outage:
+    matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \
+        --quiet --summary-json summary.json --max-outage 900
+
+  Shell completion and the man page:
+    matrix-reactivate --generate complete-bash > /etc/bash_completion.d/matrix-reactivate
+    matrix-reactivate --generate man > /usr/local/share/man/man1/matrix-reactivate.1
+
 INPUT:
   A CSV file (or - for standard input) with one user per row: full user IDs
   (@alice:example.org) or bare localparts (alice). The header row is optional.
@@ -46,7 +54,8 @@ RESULTS:
 EXIT CODES:
   0    every user was reactivated, already active, or would be (--dry-run)
   1    fatal error: bad token, not an admin, unreachable server, unreadable
-       input, results file exists, the server refused the token mid-run, ...
+       input, results file exists, the server refused the token mid-run or
+       stayed unreachable longer than --max-outage, ...
   2    usage error
   3    the run finished but some rows need attention (invalid, not_local,
        not_found, erased, failed, or a reactivated user whose rooms or
@@ -59,23 +68,36 @@ EXIT CODES:
 /// deactivated ones through the Synapse Admin API at a steady pace, and writes
 /// each user's new password and status to a results CSV as it goes.
 #[derive(Debug, Parser)]
-#[command(name = "matrix-reactivate", version, after_long_help = AFTER_LONG_HELP)]
+#[command(
+    name = "matrix-reactivate",
+    version,
+    after_long_help = AFTER_LONG_HELP,
+    // INPUT, -H and -o are optional to clap only for --generate.
+    override_usage = "matrix-reactivate [OPTIONS] -H <URL> -o <PATH> <INPUT>\n       \
+                      matrix-reactivate --generate <KIND>"
+)]
 pub struct Cli {
     /// CSV of users to reactivate, or - for standard input
-    #[arg(value_name = "INPUT")]
-    pub input: PathBuf,
+    #[arg(value_name = "INPUT", required_unless_present = "generate")]
+    pub input: Option<PathBuf>,
 
     /// Client-server API base URL of the homeserver, e.g. https://matrix.example.org
-    #[arg(short = 'H', long, env = "MATRIX_HOMESERVER", value_name = "URL")]
-    pub homeserver: String,
+    #[arg(
+        short = 'H',
+        long,
+        env = "MATRIX_HOMESERVER",
+        value_name = "URL",
+        required_unless_present = "generate"
+    )]
+    pub homeserver: Option<String>,
 
     /// Read the admin access token from this file (default: env MATRIX_ADMIN_TOKEN)
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
     /// Results CSV to create (mode 0600); refused if it exists, unless --resume
-    #[arg(short, long, value_name = "PATH")]
-    pub output: PathBuf,
+    #[arg(short, long, value_name = "PATH", required_unless_present = "generate")]
+    pub output: Option<PathBuf>,
 
     /// Continue an interrupted run that wrote to --output, keeping its passwords
     #[arg(long)]
@@ -105,13 +127,28 @@ pub struct Cli {
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     pub timeout: f64,
 
-    /// Tries per request, the first included, on 5xx, timeouts and connection errors (a 429 that says how long to wait gets 4 × N)
+    /// Tries per request, the first included, on 5xx and garbled answers (a 429 that says how long to wait gets 4 × N; an unreachable server is waited for, see --max-outage)
     #[arg(long, alias = "retries", default_value = "5", value_name = "N")]
     pub max_attempts: u32,
 
-    /// Stop the run after this many requests in a row failed to reach the server
-    #[arg(long, default_value = "20", value_name = "N")]
-    pub max_consecutive_failures: u32,
+    /// Stop the run when the server stays unreachable longer than this; until then every request waits for it
+    ///
+    /// Unreachable: no connection, no answer within --timeout, or a gateway's
+    /// 502, 503 or 504. A restart, an upgrade or a proxy reload is waited out
+    /// (tries every 0.5 s at first, then less often, at most 10 s apart) and
+    /// costs no user a failed row; the run goes on when the server answers.
+    /// Past SECONDS the run stops with exit code 1, saved for --resume. 0 stops
+    /// at the first request that cannot reach the server.
+    ///
+    /// This replaces --max-consecutive-failures, which counted requests and so
+    /// stopped a run within seconds of a restart; that flag is still accepted
+    /// (old runbooks keep working) and ignored, with a warning.
+    #[arg(long, default_value = "300", value_name = "SECONDS")]
+    pub max_outage: f64,
+
+    /// Replaced by --max-outage; accepted and ignored, with a warning
+    #[arg(long, hide = true, value_name = "N")]
+    pub max_consecutive_failures: Option<u32>,
 
     /// Check every user and write what would happen; change nothing
     #[arg(long)]
@@ -172,4 +209,36 @@ pub struct Cli {
     /// No progress bar or progress lines
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Print one line per request: method, path, status, try number, latency
+    ///
+    /// On stderr, with progress as plain lines instead of a bar. Never the
+    /// token, a request body (passwords) or a query string. Printed even with
+    /// --quiet, which silences everything else.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Also write the summary as JSON to this file, for runbooks and scripts
+    ///
+    /// Counts per status (zeros included), exit code, elapsed time, results
+    /// path, server, and why the run stopped with the command that resumes it.
+    /// Written whenever the summary is (also with --quiet), replaced
+    /// atomically: a reader never sees half a file.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Print a shell completion script or the man page to standard output, then exit
+    // Not `exclusive`: clap would then refuse it whenever MATRIX_HOMESERVER is
+    // set in the environment. Other flags are ignored; INPUT and -o refused.
+    #[arg(long, value_name = "KIND", conflicts_with_all = ["input", "output"])]
+    pub generate: Option<Generate>,
+}
+
+/// What `--generate` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    CompleteBash,
+    CompleteZsh,
+    CompleteFish,
+    Man,
 }

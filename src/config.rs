@@ -57,7 +57,17 @@ pub struct Settings {
     pub allow_insecure_http: bool,
     pub quiet: bool,
     pub show_progress: bool,
+    /// `--verbose`: a line per request.
+    pub verbose: bool,
+    /// `--summary-json`: where the JSON summary goes.
+    pub summary_json: Option<PathBuf>,
+    /// Things the admin should hear about how the tool was called (a
+    /// deprecated flag), printed before the run.
+    pub warnings: Vec<String>,
 }
+
+/// The longest `--max-outage`: a day.
+const MAX_OUTAGE_LIMIT: f64 = 86_400.0;
 
 pub const TOKEN_ENV: &str = "MATRIX_ADMIN_TOKEN";
 pub const MAS_TOKEN_ENV: &str = "MAS_ADMIN_TOKEN";
@@ -98,7 +108,13 @@ pub struct MasSettings {
 impl Settings {
     /// Validates the parsed arguments and the secrets from the environment.
     pub fn from_cli(cli: Cli, env: EnvSecrets) -> anyhow::Result<Self> {
-        let homeserver = check_homeserver(&cli.homeserver, cli.allow_insecure_http)?;
+        // clap requires all three unless --generate, which never gets here.
+        let (Some(input), Some(homeserver), Some(output)) =
+            (cli.input.clone(), &cli.homeserver, cli.output.clone())
+        else {
+            return usage("give INPUT, --homeserver URL and --output PATH");
+        };
+        let homeserver = check_homeserver(homeserver, cli.allow_insecure_http)?;
         let token = read_token(cli.token_file.as_deref(), env.matrix_token.clone())?;
         let mas = mas_settings(&cli, env)?;
 
@@ -131,9 +147,7 @@ impl Settings {
         if cli.max_attempts == 0 {
             return usage("--max-attempts 0: give at least 1 (the first try counts)");
         }
-        if cli.max_consecutive_failures == 0 {
-            return usage("--max-consecutive-failures 0: give 1 or more");
-        }
+        let (max_outage, warnings) = outage_flags(&cli)?;
         let passwords = passwords(&cli)?;
         if let Some(name) = &cli.server_name {
             check_server_name(name).map_err(|_| {
@@ -152,7 +166,7 @@ impl Settings {
         };
 
         Ok(Settings {
-            source: Source::from_arg(&cli.input),
+            source: Source::from_arg(&input),
             columns: Columns {
                 user: cli.column,
                 password: cli.password_column,
@@ -160,7 +174,7 @@ impl Settings {
             },
             homeserver,
             token,
-            output: cli.output,
+            output,
             resume: cli.resume,
             server_name: cli.server_name,
             rate: (cli.rate > 0.0).then_some(cli.rate),
@@ -171,7 +185,7 @@ impl Settings {
                 attempts: cli.max_attempts,
                 base_delay: Duration::from_millis(500),
                 max_delay: Duration::from_secs(30),
-                max_consecutive_failures: cli.max_consecutive_failures,
+                max_outage: Some(max_outage),
             },
             dry_run: cli.dry_run,
             include_erased: cli.include_erased,
@@ -183,8 +197,35 @@ impl Settings {
             allow_insecure_http: cli.allow_insecure_http,
             quiet: cli.quiet,
             show_progress: !cli.quiet && !cli.no_progress,
+            verbose: cli.verbose,
+            summary_json: cli.summary_json,
+            warnings,
         })
     }
+}
+
+/// `--max-outage`, checked, and the warning for the flag it replaced.
+fn outage_flags(cli: &Cli) -> anyhow::Result<(Duration, Vec<String>)> {
+    let secs = cli.max_outage;
+    if !(secs.is_finite() && (0.0..=MAX_OUTAGE_LIMIT).contains(&secs)) {
+        return usage(format!(
+            "--max-outage {secs}: give 0 ≤ SECONDS ≤ {MAX_OUTAGE_LIMIT}"
+        ));
+    }
+    // Accepted so that old runbooks still run; a count of requests has no
+    // sensible translation into a length of time, so it is ignored.
+    let warnings = cli
+        .max_consecutive_failures
+        .map(|n| {
+            format!(
+                "--max-consecutive-failures {n} is ignored: the run now waits for an \
+                 unreachable server and stops only when it stays away longer than \
+                 --max-outage SECONDS (now {secs})"
+            )
+        })
+        .into_iter()
+        .collect();
+    Ok((Duration::from_secs_f64(secs), warnings))
 }
 
 /// The base URL, checked: http(s) only, and plain http only to a loopback host
@@ -422,10 +463,27 @@ mod tests {
         assert!(with(&["--password-length", "513"]).contains("--password-length"));
         assert!(with(&["--server-name", "bad name"]).contains("--server-name"));
         assert!(with(&["--timeout", "0"]).contains("--timeout"));
+        assert!(with(&["--max-outage=-1"]).contains("--max-outage"));
+        assert!(with(&["--max-outage", "inf"]).contains("--max-outage"));
+        let s = settings(&["-H", "https://m.example.org"]).unwrap();
+        assert_eq!(s.retry.max_outage, Some(Duration::from_secs(300)));
+        let s = settings(&["-H", "https://m.example.org", "--max-outage", "0.5"]).unwrap();
+        assert_eq!(s.retry.max_outage, Some(Duration::from_millis(500)));
         let s = settings(&["-H", "https://m.example.org", "--rate", "0"]).unwrap();
         assert_eq!(s.rate, None);
         let s = settings(&["-H", "https://m.example.org", "--rate", "0.5"]).unwrap();
         assert_eq!(s.rate, Some(0.5));
+    }
+
+    #[test]
+    fn the_replaced_flag_is_accepted_with_a_warning() {
+        let h = ["-H", "https://m.example.org"];
+        let s = settings(&h).unwrap();
+        assert!(s.warnings.is_empty());
+        let s = settings(&[h[0], h[1], "--max-consecutive-failures", "20"]).unwrap();
+        assert_eq!(s.warnings.len(), 1);
+        assert!(s.warnings[0].contains("--max-outage"), "{:?}", s.warnings);
+        assert_eq!(s.retry.max_outage, Some(Duration::from_secs(300)));
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! File-system helpers for the two files that hold passwords (the results and
 //! the journal): private creation, durable directory entries, and cutting a
-//! last line torn by a crash.
+//! last line torn by a crash; and an atomic replace for the JSON summary.
 //!
 //! Nothing here decides what a file holds; it only makes sure that what was
 //! written survives a crash and that nobody else can read it.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -42,6 +42,30 @@ pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
     File::open(parent)?.sync_all()
 }
 
+/// Replaces `path` with `bytes` so that a reader sees the old file or the
+/// new one, never a part: a temporary file in the same folder, synced, then
+/// renamed over it.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_parent_dir(path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// The length of `text` up to and including its last newline: what a crash
 /// cannot have torn. A line after it was being written when the run died.
 pub fn complete_lines(text: &[u8]) -> usize {
@@ -73,5 +97,17 @@ mod tests {
         assert!(open_private(&dir.path().join("missing"), Open::Existing).is_err());
         open_private(&dir.path().join("new"), Open::Append).unwrap();
         sync_parent_dir(&p).unwrap();
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_whole_file_and_leave_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("summary.json");
+        write_atomically(&p, b"{\"a\": 1}\n").unwrap();
+        write_atomically(&p, b"{}\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"{}\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(write_atomically(&dir.path().join("no/such/folder.json"), b"x").is_err());
     }
 }

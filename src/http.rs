@@ -6,8 +6,13 @@
 //! `Retry-After`, and never follows a redirect, so a token can never be sent
 //! somewhere the admin did not name. It has no retry policy (see `retry`) and
 //! knows no endpoint (see `backend`).
+//!
+//! With `--verbose` it prints one line per request to stderr: method, path,
+//! status (or the kind of transport failure), try number and latency. Never
+//! the token, a request body (passwords) or a query string.
 
-use std::time::{Duration, SystemTime};
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -76,6 +81,18 @@ impl ApiError {
 pub struct Http {
     client: reqwest::Client,
     base: String,
+    /// `--verbose`: a line on stderr per request.
+    verbose: bool,
+}
+
+tokio::task_local! {
+    /// The try of the request being sent (1 for the first), set by the retrier.
+    static ATTEMPT: u32;
+}
+
+/// Runs `request` as try number `n` of its request, for the `--verbose` lines.
+pub async fn as_attempt<F: Future>(n: u32, request: F) -> F::Output {
+    ATTEMPT.scope(n, request).await
 }
 
 /// How an API authenticates a request.
@@ -116,7 +133,14 @@ impl Http {
         Ok(Http {
             client: builder.build()?,
             base: base.trim_end_matches('/').to_owned(),
+            verbose: false,
         })
+    }
+
+    /// With `on`, every request prints a line on stderr (`--verbose`).
+    pub fn verbose(mut self, on: bool) -> Self {
+        self.verbose = on;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -141,7 +165,7 @@ impl Http {
         if let Some(b) = body {
             req = req.json(b);
         }
-        answer(req).await
+        self.send_prepared(req).await
     }
 
     /// A request to an absolute URL (one the server itself advertised), for
@@ -149,11 +173,58 @@ impl Http {
     pub fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
         self.client.request(method, url)
     }
+
+    /// Sends a request made with `request` and reads its answer as `send`
+    /// does, with its `--verbose` line.
+    pub async fn send_prepared(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, serde_json::Value), ApiError> {
+        if !self.verbose {
+            return answer(req).await;
+        }
+        let (client, built) = req.build_split();
+        let request = built.map_err(transport_error)?;
+        // The path only: the base URL is known, and a query could carry a secret.
+        let what = format!("{} {}", request.method(), request.url().path());
+        let started = Instant::now();
+        let result = read_answer(client.execute(request).await).await;
+        eprintln!("{}", verbose_line(&what, &result, started.elapsed()));
+        result
+    }
+}
+
+/// The `--verbose` line of one request.
+fn verbose_line(
+    what: &str,
+    result: &Result<(u16, serde_json::Value), ApiError>,
+    latency: Duration,
+) -> String {
+    let outcome = match result {
+        Ok((status, _)) => status.to_string(),
+        Err(ApiError::Http { status, .. }) => status.to_string(),
+        Err(ApiError::BadBody { status, .. }) => format!("{status} (unreadable answer)"),
+        // "timed out", "could not connect", …: the kind, not the whole chain.
+        Err(ApiError::Transport(text)) => text.split(':').next().unwrap_or(text).to_owned(),
+    };
+    let attempt = ATTEMPT
+        .try_with(|n| format!(" · attempt {n}"))
+        .unwrap_or_default();
+    format!(
+        "request: {what} → {outcome}{attempt} · {} ms",
+        latency.as_millis()
+    )
 }
 
 /// Sends a prepared request and reads its answer as `send` does.
 pub async fn answer(req: reqwest::RequestBuilder) -> Result<(u16, serde_json::Value), ApiError> {
-    let resp = req.send().await.map_err(transport_error)?;
+    read_answer(req.send().await).await
+}
+
+async fn read_answer(
+    sent: Result<reqwest::Response, reqwest::Error>,
+) -> Result<(u16, serde_json::Value), ApiError> {
+    let resp = sent.map_err(transport_error)?;
     let status = resp.status();
     let retry_after = resp
         .headers()
@@ -301,6 +372,28 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[tokio::test]
+    async fn verbose_lines_name_the_try_and_never_a_body() {
+        let ok: Result<_, ApiError> = Ok((200, serde_json::json!({"password": "secret"})));
+        let line = as_attempt(2, async {
+            verbose_line(
+                "PUT /_synapse/admin/v2/users/%40a%3Ax",
+                &ok,
+                Duration::from_millis(12),
+            )
+        })
+        .await;
+        assert_eq!(
+            line,
+            "request: PUT /_synapse/admin/v2/users/%40a%3Ax → 200 · attempt 2 · 12 ms"
+        );
+        let refused: Result<_, ApiError> = Err(ApiError::Transport(
+            "could not connect: error sending request: Connection refused".into(),
+        ));
+        let line = verbose_line("GET /x", &refused, Duration::ZERO);
+        assert_eq!(line, "request: GET /x → could not connect · 0 ms");
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //! - `http`: one JSON request, typed errors;
 //! - `report`, `journal`, `fsio`, `progress`, `input`, `user_id`, `user_set`,
 //!   `password`: the records, the input and the values the run works with;
-//! - `cli`, `config`: the command line, then validated settings.
+//! - `cli`, `config`: the command line, then validated settings; `generate`:
+//!   completion scripts and the man page from the same definition.
 
 pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod fsio;
+pub mod generate;
 pub mod http;
 pub mod input;
 pub mod journal;

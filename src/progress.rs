@@ -1,6 +1,7 @@
 //! Progress on stderr: a bar when stderr is a terminal, a plain line every few
 //! seconds when it is not (CI logs, runbooks piping to a file), nothing with
-//! `--quiet` or `--no-progress`. It knows counts, never HTTP.
+//! `--quiet` or `--no-progress`. It knows counts, and how long the server has
+//! been unreachable when it is (told by the run's loop), never HTTP.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -31,15 +32,19 @@ pub struct Progress {
     done: u64,
     /// Lines handled by an earlier run, not counted in this run's speed.
     skipped: u64,
+    /// How long the server has been unreachable, at the last tick.
+    outage: Option<Duration>,
 }
 
 impl Progress {
-    pub fn new(quiet: bool, show: bool, total: Option<u64>) -> Self {
+    /// `bar`: a bar is allowed on a terminal (not when other lines, such as
+    /// `--verbose`'s, print on stderr all the time; plain lines then).
+    pub fn new(quiet: bool, show: bool, bar: bool, total: Option<u64>) -> Self {
         let mode = if quiet {
             Mode::Silent
         } else if !show {
             Mode::Hidden
-        } else if std::io::stderr().is_terminal() {
+        } else if bar && std::io::stderr().is_terminal() {
             let bar = match total {
                 Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
                 None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
@@ -71,6 +76,7 @@ impl Progress {
             start: Instant::now(),
             done: 0,
             skipped: 0,
+            outage: None,
         }
     }
 
@@ -84,7 +90,7 @@ impl Progress {
             Mode::Silent | Mode::Hidden => {}
             Mode::Bar(bar) => {
                 bar.set_position(self.done);
-                bar.set_message(counts.brief());
+                bar.set_message(message(counts, self.outage));
             }
             Mode::Plain { last } => {
                 if last.elapsed() >= PLAIN_INTERVAL {
@@ -95,17 +101,36 @@ impl Progress {
         }
     }
 
-    /// Called on a timer so an idle stretch (a long 429 pause) still shows a line.
-    pub fn tick(&mut self, counts: &Counts) {
-        if let Mode::Plain { last } = &mut self.mode {
-            if last.elapsed() >= PLAIN_INTERVAL {
+    /// Called on a timer so an idle stretch (a long 429 pause, an outage)
+    /// still shows a line. `outage`: how long the server has been
+    /// unreachable, while it is; its start and end are told once each.
+    pub fn tick(&mut self, counts: &Counts, outage: Option<Duration>) {
+        match (self.outage, outage) {
+            (None, Some(_)) => self
+                .println("server unreachable: waiting for it to answer again (see --max-outage)"),
+            (Some(was), None) => self.println(&format!(
+                "server answers again after about {} s unreachable; going on",
+                was.as_secs().max(1)
+            )),
+            _ => {}
+        }
+        self.outage = outage;
+        match &mut self.mode {
+            Mode::Bar(bar) => bar.set_message(message(counts, outage)),
+            Mode::Plain { last } if last.elapsed() >= PLAIN_INTERVAL => {
                 *last = Instant::now();
                 self.print_line(counts);
             }
+            _ => {}
         }
     }
 
     fn print_line(&self, counts: &Counts) {
+        let _ = writeln!(std::io::stderr(), "{}", self.line(counts));
+    }
+
+    /// The plain progress line.
+    fn line(&self, counts: &Counts) -> String {
         let secs = self.start.elapsed().as_secs_f64();
         let rate = (self.done - self.skipped) as f64 / secs.max(0.001);
         let mut line = match self.total {
@@ -123,8 +148,8 @@ impl Progress {
                 line.push_str(&format!(" · ETA {}", eta((t - self.done) as f64 / rate)));
             }
         }
-        line.push_str(&format!(" · {}", counts.brief()));
-        let _ = writeln!(std::io::stderr(), "{line}");
+        line.push_str(&format!(" · {}", message(counts, self.outage)));
+        line
     }
 
     /// Prints a message without breaking the bar.
@@ -143,6 +168,18 @@ impl Progress {
     }
 }
 
+/// The counts, led by the outage while there is one.
+fn message(counts: &Counts, outage: Option<Duration>) -> String {
+    match outage {
+        Some(d) => format!(
+            "server unreachable for {} s, waiting · {}",
+            d.as_secs(),
+            counts.brief()
+        ),
+        None => counts.brief(),
+    }
+}
+
 fn eta(secs: f64) -> String {
     let s = secs.round() as u64;
     match s {
@@ -154,6 +191,31 @@ fn eta(secs: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::report::Status;
+
+    #[test]
+    fn the_plain_line_says_when_the_server_is_unreachable() {
+        let mut p = Progress::new(false, false, false, Some(10));
+        let mut counts = Counts::default();
+        counts.add(Status::Reactivated);
+        p.done = 1;
+        assert!(
+            p.line(&counts).ends_with("· reactivated 1"),
+            "{}",
+            p.line(&counts)
+        );
+        p.tick(&counts, Some(Duration::from_millis(12_400)));
+        let line = p.line(&counts);
+        assert!(
+            line.contains("progress: 1/10")
+                && line.ends_with("server unreachable for 12 s, waiting · reactivated 1"),
+            "{line}"
+        );
+        p.tick(&counts, None);
+        assert!(!p.line(&counts).contains("unreachable"));
+    }
+
     #[test]
     fn eta_format() {
         assert_eq!(super::eta(5.2), "5s");

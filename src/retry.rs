@@ -3,7 +3,16 @@
 //! - 429: wait what the server asks (`Retry-After` or `retry_after_ms`) and pause
 //!   the whole run for that long, not only the one request; without a hint,
 //!   exponential back-off.
-//! - 5xx, timeouts, connection errors: exponential back-off with full jitter.
+//! - The server unreachable (no connection, no answer, or a gateway's
+//!   502/503/504): a run-wide outage. Every request that meets it waits, with a
+//!   capped back-off and without spending its own attempts, until the server
+//!   answers again (any answer ends it); only an outage longer than
+//!   `--max-outage` stops the run. Upgrades, OOM kills and proxy reloads take a
+//!   server away for seconds to minutes, and no user should end `failed` for
+//!   that. A request that waited through an outage and still cannot reach a
+//!   server that answers others is failing on its own: it spends attempts.
+//! - Other 5xx and garbled answers: exponential back-off with full jitter, up
+//!   to `--max-attempts` tries of the request.
 //! - 401/403 on a core request: the token was revoked or lost its admin right;
 //!   the run must stop, not fail every remaining row.
 //! - Other 4xx: final for the row.
@@ -13,7 +22,7 @@
 //! unknown outcome (timeout, cut connection) is safe.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -23,15 +32,26 @@ use crate::stop::StopSignal;
 
 #[derive(Clone, Debug)]
 pub struct Policy {
-    /// Attempts per request for 5xx and transport errors (`--retries`).
+    /// Tries per request for 5xx and garbled answers (`--max-attempts`); an
+    /// unreachable server spends them only without `max_outage`.
     pub attempts: u32,
     /// First back-off step; doubles each attempt.
     pub base_delay: Duration,
     /// Largest back-off step.
     pub max_delay: Duration,
-    /// Transport failures in a row that stop the run (`--max-consecutive-failures`).
-    pub max_consecutive_failures: u32,
+    /// How long the server may stay unreachable before the run stops
+    /// (`--max-outage`). `None`: an unreachable server is retried like any
+    /// other failure, within `attempts` (the preflight, which must not wait
+    /// minutes on a mistyped URL).
+    pub max_outage: Option<Duration>,
 }
+
+/// The first wait of a request that finds the server unreachable; it doubles
+/// with every failed try, up to `OUTAGE_MAX_WAIT`.
+pub const OUTAGE_FIRST_WAIT: Duration = Duration::from_millis(500);
+/// The longest wait between two tries during an outage: a server that comes
+/// back is found within about this long.
+pub const OUTAGE_MAX_WAIT: Duration = Duration::from_secs(10);
 
 impl Policy {
     /// 429s that carry the server's own wait are not the server failing: they get
@@ -64,14 +84,42 @@ pub enum AuthFailure {
 }
 
 /// Sends requests again by the policy; shared by all requests of a run, so a
-/// 429 pauses every request and transport failures are counted across them.
+/// 429 pauses every request and an outage is one state of the whole run.
 pub struct Retrier {
     policy: Policy,
     epoch: Instant,
     /// Milliseconds since `epoch` before which no request may be sent (429 pause).
     pause_until_ms: AtomicU64,
-    consecutive_transport: AtomicU32,
+    /// When the current outage began, in milliseconds since `epoch` plus one;
+    /// 0 while the server answers.
+    outage_since: AtomicU64,
+    /// Outages that ended so far. A request that waited through one and still
+    /// cannot reach the server is failing on its own (a proxy route that is
+    /// down while the rest answers), and spends its own attempts.
+    outages_ended: AtomicU64,
     stop: Arc<StopSignal>,
+}
+
+/// What one request has been through so far.
+#[derive(Default)]
+struct Tries {
+    /// Tries sent, the first included.
+    sent: u32,
+    /// 5xx, garbled answers, and failures to reach a server that answers others.
+    failures: u32,
+    /// 429s.
+    limited: u32,
+    /// Waits for an outage to end.
+    outage_waits: u32,
+    /// `outages_ended` when this request last found the server unreachable.
+    outage_seen: Option<u64>,
+}
+
+/// What to do after a failed try.
+enum Next {
+    /// Send the request again after this wait (and after any 429 pause).
+    Retry(Duration),
+    Give(CallError),
 }
 
 impl Retrier {
@@ -80,7 +128,8 @@ impl Retrier {
             policy,
             epoch: Instant::now(),
             pause_until_ms: AtomicU64::new(0),
-            consecutive_transport: AtomicU32::new(0),
+            outage_since: AtomicU64::new(0),
+            outages_ended: AtomicU64::new(0),
             stop,
         }
     }
@@ -88,6 +137,44 @@ impl Retrier {
     /// The run's stop signal, which this retrier raises on a fatal failure.
     pub fn stop_signal(&self) -> &StopSignal {
         &self.stop
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// How long the server has been unreachable, while it is.
+    pub fn outage(&self) -> Option<Duration> {
+        match self.outage_since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(Duration::from_millis(
+                (self.now_ms() + 1).saturating_sub(since),
+            )),
+        }
+    }
+
+    /// The server could not be reached: an outage begins now unless one is
+    /// on already. Returns how long it has lasted.
+    fn unreachable_now(&self) -> Duration {
+        let now = self.now_ms() + 1;
+        let since =
+            match self
+                .outage_since
+                .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => now,
+                Err(since) => since,
+            };
+        Duration::from_millis(now.saturating_sub(since))
+    }
+
+    /// The server answered (whatever it said): an outage, if one was on, is over.
+    fn answered(&self) {
+        if self.outage_since.load(Ordering::Acquire) != 0
+            && self.outage_since.swap(0, Ordering::AcqRel) != 0
+        {
+            self.outages_ended.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Pauses the whole run until at least `delay` from now.
@@ -100,7 +187,7 @@ impl Retrier {
     pub async fn wait_if_paused(&self) -> bool {
         loop {
             let until = self.pause_until_ms.load(Ordering::Acquire);
-            let now = self.epoch.elapsed().as_millis() as u64;
+            let now = self.now_ms();
             if until <= now {
                 return true;
             }
@@ -111,69 +198,105 @@ impl Retrier {
     }
 
     /// Runs `request` until it succeeds, fails for good, or the run must stop.
+    /// Every try is the same request (a reactivation carries the same password).
     pub async fn call<T, F, Fut>(&self, auth: AuthFailure, mut request: F) -> Result<T, CallError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let mut failures = 0u32; // 5xx and transport errors of this request
-        let mut limited = 0u32; // 429s of this request
+        let mut tries = Tries::default();
         loop {
             if self.stop.is_stopped() || !self.wait_if_paused().await {
                 return Err(CallError::Stopped);
             }
-            let err = match request().await {
+            tries.sent += 1;
+            let err = match crate::http::as_attempt(tries.sent, request()).await {
                 Ok(v) => {
-                    self.consecutive_transport.store(0, Ordering::Release);
+                    self.answered();
                     return Ok(v);
                 }
                 Err(e) => e,
             };
-            match classify(&err) {
-                Class::RateLimited(hint) => {
-                    limited += 1;
-                    if limited >= self.policy.rate_limit_attempts() {
-                        return Err(CallError::Row(err));
-                    }
-                    let delay = match hint {
-                        Some(d) => d,
-                        None => {
-                            let step = self.step(limited);
-                            step / 2 + jitter(step / 2)
-                        }
-                    };
-                    self.pause_all(delay);
-                }
-                Class::Auth
-                    if auth == AuthFailure::StopsRun
-                        || (auth == AuthFailure::ForbiddenFailsRow
-                            && err.status() == Some(401)) =>
-                {
-                    self.stop.stop_run(auth_message(&err));
-                    return Err(CallError::Stopped);
-                }
-                Class::Transient { transport } => {
-                    if transport {
-                        let n = self.consecutive_transport.fetch_add(1, Ordering::AcqRel) + 1;
-                        if n >= self.policy.max_consecutive_failures {
-                            self.stop.stop_run(format!(
-                                "{n} requests in a row could not reach the server (last: {err}); \
-                                 stopping instead of failing every remaining user"
-                            ));
-                            return Err(CallError::Stopped);
-                        }
-                    }
-                    failures += 1;
-                    if failures >= self.policy.attempts {
-                        return Err(CallError::Row(err));
-                    }
-                    if !self.stop.sleep(jitter(self.step(failures))).await {
+            match self.after(auth, err, &mut tries) {
+                Next::Give(e) => return Err(e),
+                Next::Retry(wait) if wait.is_zero() => {}
+                Next::Retry(wait) => {
+                    if !self.stop.sleep(wait).await {
                         return Err(CallError::Stopped);
                     }
                 }
-                Class::Auth | Class::Final => return Err(CallError::Row(err)),
             }
         }
+    }
+
+    /// Decides what follows a failed try.
+    fn after(&self, auth: AuthFailure, err: ApiError, tries: &mut Tries) -> Next {
+        let class = classify(&err);
+        if !matches!(class, Class::Unreachable) {
+            self.answered();
+        }
+        match class {
+            Class::RateLimited(hint) => {
+                tries.limited += 1;
+                if tries.limited >= self.policy.rate_limit_attempts() {
+                    return Next::Give(CallError::Row(err));
+                }
+                let delay = hint.unwrap_or_else(|| {
+                    let step = self.step(tries.limited);
+                    step / 2 + jitter(step / 2)
+                });
+                self.pause_all(delay);
+                Next::Retry(Duration::ZERO)
+            }
+            Class::Auth
+                if auth == AuthFailure::StopsRun
+                    || (auth == AuthFailure::ForbiddenFailsRow && err.status() == Some(401)) =>
+            {
+                self.stop.stop_run(auth_message(&err));
+                Next::Give(CallError::Stopped)
+            }
+            Class::Unreachable => match self.policy.max_outage {
+                Some(max) => self.wait_for_server(err, max, tries),
+                None => self.failed_try(err, tries),
+            },
+            Class::Transient => self.failed_try(err, tries),
+            Class::Auth | Class::Final => Next::Give(CallError::Row(err)),
+        }
+    }
+
+    /// A try that failed on its own: back off, within the request's attempts.
+    fn failed_try(&self, err: ApiError, tries: &mut Tries) -> Next {
+        tries.failures += 1;
+        if tries.failures >= self.policy.attempts {
+            return Next::Give(CallError::Row(err));
+        }
+        Next::Retry(jitter(self.step(tries.failures)))
+    }
+
+    /// The server could not be reached: wait for it, however many tries that
+    /// takes, unless the outage has lasted `max` (the run stops) or the server
+    /// answers everyone but this request (its own attempts are spent then).
+    fn wait_for_server(&self, err: ApiError, max: Duration, tries: &mut Tries) -> Next {
+        let ended = self.outages_ended.load(Ordering::Acquire);
+        let seen = tries.outage_seen.replace(ended);
+        if seen.is_some_and(|s| s != ended) {
+            return self.failed_try(err, tries);
+        }
+        let lasted = self.unreachable_now();
+        if lasted >= max {
+            self.stop.stop_run(format!(
+                "the server has been unreachable for {:.0} s (last: {err}), longer than \
+                 --max-outage {}; stopping instead of failing every remaining user",
+                lasted.as_secs_f64(),
+                max.as_secs_f64()
+            ));
+            return Next::Give(CallError::Stopped);
+        }
+        tries.outage_waits += 1;
+        let factor = 1u32 << tries.outage_waits.saturating_sub(1).min(16);
+        let step = (OUTAGE_FIRST_WAIT * factor).min(OUTAGE_MAX_WAIT);
+        // Never wait past the deadline: the stop comes on time.
+        Next::Retry((step / 2 + jitter(step / 2)).min(max - lasted))
     }
 
     /// The back-off ceiling before attempt `n + 1`: base × 2^(n-1), capped.
@@ -186,7 +309,10 @@ impl Retrier {
 enum Class {
     RateLimited(Option<Duration>),
     Auth,
-    Transient { transport: bool },
+    /// No answer from the server, or a gateway's saying it has none.
+    Unreachable,
+    /// An answer that may be better on another try.
+    Transient,
     Final,
 }
 
@@ -200,14 +326,12 @@ fn classify(err: &ApiError) -> Class {
         ApiError::Http {
             status: 401 | 403, ..
         } => Class::Auth,
-        // A gateway that cannot reach the server counts like a failed connection.
-        ApiError::Transport(_) => Class::Transient { transport: true },
-        e if e.is_unreachable() => Class::Transient { transport: true },
-        ApiError::Http { status, .. } if *status >= 500 => Class::Transient { transport: false },
+        e if e.is_unreachable() => Class::Unreachable,
+        ApiError::Http { status, .. } if *status >= 500 => Class::Transient,
         // A truncated or garbled success body: the request may have been applied;
         // repeating it is safe (same request, same password) and may get a clean answer.
-        ApiError::BadBody { .. } => Class::Transient { transport: false },
-        ApiError::Http { .. } => Class::Final,
+        ApiError::BadBody { .. } => Class::Transient,
+        ApiError::Http { .. } | ApiError::Transport(_) => Class::Final,
     }
 }
 
@@ -254,7 +378,7 @@ mod tests {
             attempts: 3,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(4),
-            max_consecutive_failures: 5,
+            max_outage: Some(Duration::from_secs(300)),
         }
     }
 
@@ -320,47 +444,163 @@ mod tests {
         assert_eq!(r, Err(CallError::Stopped));
     }
 
-    #[tokio::test]
-    async fn consecutive_transport_failures_stop_the_run() {
-        let pacer = retrier(Policy {
-            attempts: 2,
-            ..policy()
-        });
-        let mut fatal = None;
-        for _ in 0..5 {
-            let r: Result<(), _> = pacer
-                .call(AuthFailure::StopsRun, || async {
-                    Err(ApiError::Transport("could not connect".into()))
-                })
-                .await;
-            if r == Err(CallError::Stopped) {
-                fatal = pacer.stop_signal().fatal();
-                break;
-            }
-        }
-        let m = fatal.expect("the run stops after 5 transport failures in a row");
-        assert!(m.starts_with("5 requests in a row"), "{m}");
+    fn refused() -> ApiError {
+        ApiError::Transport("could not connect: connection refused".into())
     }
 
-    #[tokio::test]
-    async fn success_resets_the_transport_count() {
+    /// A request that cannot reach the server until `back` after the start.
+    async fn until(back: Duration, start: Instant, calls: &AtomicUsize) -> Result<(), ApiError> {
+        calls.fetch_add(1, Ordering::SeqCst);
+        if start.elapsed() < back {
+            Err(refused())
+        } else {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_shorter_than_max_outage_is_waited_out() {
+        // Four requests meet a 40 s outage; none gives up, though each tries
+        // far more often than its 3 attempts.
+        let pacer = Arc::new(retrier(policy()));
+        let start = Instant::now();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let requests = (0..4).map(|i| {
+            let (pacer, calls) = (pacer.clone(), calls.clone());
+            async move {
+                tokio::time::sleep(Duration::from_secs(i * 5)).await;
+                let r = pacer
+                    .call(AuthFailure::StopsRun, || {
+                        until(Duration::from_secs(40), start, &calls)
+                    })
+                    .await;
+                (r, Instant::now())
+            }
+        });
+        let outage_seen = {
+            let pacer = pacer.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                pacer.outage()
+            }
+        };
+        let (done, seen) = tokio::join!(futures::future::join_all(requests), outage_seen);
+        let seen = seen.expect("the outage is visible while it lasts");
+        assert!(
+            (Duration::from_secs(19)..=Duration::from_secs(21)).contains(&seen),
+            "{seen:?}"
+        );
+        for (r, at) in done {
+            assert_eq!(r, Ok(()));
+            // Found again within the longest wait once the server is back.
+            let back = at - start;
+            assert!(
+                back >= Duration::from_secs(40)
+                    && back <= Duration::from_secs(40) + OUTAGE_MAX_WAIT,
+                "{back:?}"
+            );
+        }
+        assert!(
+            calls.load(Ordering::SeqCst) > 4 * 3,
+            "waits cost no attempts"
+        );
+        assert_eq!(pacer.outage(), None, "the outage ended with the answers");
+        assert!(pacer.stop_signal().stop().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_longer_than_max_outage_stops_the_run() {
         let pacer = retrier(Policy {
-            attempts: 4,
+            max_outage: Some(Duration::from_secs(60)),
             ..policy()
         });
-        for _ in 0..10 {
-            let calls = AtomicUsize::new(0);
-            let r = pacer
-                .call(AuthFailure::StopsRun, || async {
-                    if calls.fetch_add(1, Ordering::SeqCst) < 3 {
-                        Err(ApiError::Transport("reset".into()))
-                    } else {
-                        Ok(())
+        let start = Instant::now();
+        let calls = AtomicUsize::new(0);
+        let r = pacer
+            .call(AuthFailure::StopsRun, || {
+                until(Duration::from_secs(3600), start, &calls)
+            })
+            .await;
+        assert_eq!(r, Err(CallError::Stopped));
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(60) && took < Duration::from_secs(61),
+            "stops on time, not a back-off step later: {took:?}"
+        );
+        let m = pacer.stop_signal().fatal().expect("a fatal reason");
+        assert!(
+            m.contains("--max-outage 60")
+                && m.contains("unreachable for 60 s")
+                && m.contains("connection refused"),
+            "{m}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gateway_errors_are_an_outage_other_5xx_are_not() {
+        let pacer = retrier(policy());
+        let calls = AtomicUsize::new(0);
+        let r = pacer
+            .call(AuthFailure::StopsRun, || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match n {
+                        0..=5 => Err(http(502 + (n % 3) as u16)),
+                        _ => Ok(()),
                     }
-                })
-                .await;
-            assert_eq!(r, Ok(()));
-        }
+                }
+            })
+            .await;
+        assert_eq!(
+            r,
+            Ok(()),
+            "six gateway errors, three attempts: still waited out"
+        );
+        let r: Result<(), _> = pacer
+            .call(AuthFailure::StopsRun, || async { Err(http(500)) })
+            .await;
+        assert_eq!(r, Err(CallError::Row(http(500))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_unreachable_while_others_are_answered_spends_its_attempts() {
+        // A proxy route that is down while the server answers the rest: the
+        // request gives up after its attempts instead of waiting for ever.
+        let pacer = Arc::new(retrier(policy()));
+        let broken = pacer.call(AuthFailure::StopsRun, || async { Err::<(), _>(http(503)) });
+        let others = {
+            let pacer = pacer.clone();
+            async move {
+                for _ in 0..200 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let _ = pacer.call(AuthFailure::StopsRun, || async { Ok(()) }).await;
+                }
+            }
+        };
+        let r = tokio::select! {
+            r = broken => r,
+            _ = others => panic!("the broken request never gave up"),
+        };
+        assert_eq!(r, Err(CallError::Row(http(503))));
+        assert!(pacer.stop_signal().stop().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_max_outage_an_unreachable_server_fails_the_request() {
+        // The preflight: a mistyped URL must not keep the admin waiting.
+        let pacer = retrier(Policy {
+            max_outage: None,
+            ..policy()
+        });
+        let calls = AtomicUsize::new(0);
+        let r: Result<(), _> = pacer
+            .call(AuthFailure::FailsRow, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(refused())
+            })
+            .await;
+        assert_eq!(r, Err(CallError::Row(refused())));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::synapse::SynapseClient;
 use super::{Account, Accounts, Lookup};
-use crate::http::{answer, bearer, field, ApiError, Auth, Http};
+use crate::http::{bearer, field, ApiError, Auth, Http};
 use crate::retry::{AuthFailure, CallError, Retrier};
 use crate::user_id::UserId;
 
@@ -182,7 +182,11 @@ impl MasClient {
                 ("scope", "urn:mas:admin"),
             ]);
         let asked = Instant::now();
-        let (status, v) = answer(req).await.map_err(|e| mas_error(e, "token"))?;
+        let (status, v) = self
+            .http
+            .send_prepared(req)
+            .await
+            .map_err(|e| mas_error(e, "token"))?;
         let grant: Grant = field(status, v)?;
         let header =
             bearer(&SecretString::from(grant.access_token)).map_err(|e| ApiError::BadBody {

@@ -108,6 +108,12 @@ impl SynapseClient {
         })
     }
 
+    /// With `on`, every request prints a line on stderr (`--verbose`).
+    pub fn verbose(mut self, on: bool) -> Self {
+        self.http = self.http.verbose(on);
+        self
+    }
+
     pub fn base(&self) -> &str {
         self.http.base()
     }

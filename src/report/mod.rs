@@ -1,8 +1,10 @@
 //! What happened to each user: statuses, result rows and their counts; the
-//! results file (`results`); the summary and the exit code (`summary`).
+//! results file (`results`); the summary and the exit code (`summary`), and
+//! the summary as JSON (`json`).
 //!
 //! This module never decides what happens to a user, only records it.
 
+pub mod json;
 pub mod results;
 pub mod summary;
 

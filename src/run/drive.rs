@@ -117,7 +117,9 @@ pub async fn drive<A: Accounts>(
                 }
             }
             _ = stop.stopped(), if !stopping => {}
-            _ = ticker.tick() => sink.progress.tick(&sink.counts),
+            _ = ticker.tick() => {
+                sink.progress.tick(&sink.counts, worker.shared.retrier.outage());
+            }
         }
     }
 }

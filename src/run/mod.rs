@@ -18,10 +18,12 @@ use crate::backend::mas::MasAccounts;
 use crate::backend::synapse::{SynapseAccounts, SynapseClient};
 use crate::backend::Accounts;
 use crate::config::{Passwords, Settings};
+use crate::fsio;
 use crate::input::{self, Input};
 use crate::journal::{self, Journal};
 use crate::pipeline::{Caches, Options, Shared, Worker};
 use crate::progress::Progress;
+use crate::report::json::{summary_json, RunFacts};
 use crate::report::results::Results;
 use crate::report::summary::{self, Ending, SummaryInput};
 use crate::report::Counts;
@@ -44,7 +46,8 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
         settings.timeout,
         settings.ca_cert.clone(),
         settings.concurrency,
-    )?;
+    )?
+    .verbose(settings.verbose);
     let preflight = match preflight::check(&client, &settings).await {
         Ok(p) => p,
         Err(e) => {
@@ -107,13 +110,22 @@ fn open(settings: &Settings) -> anyhow::Result<Opened> {
     let input = Input::open(settings.source.clone(), &settings.columns)?;
     let out = &settings.output;
     let journal_path = journal::path_for(out);
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            bail!(
-                "--output {}: the folder {} does not exist",
-                out.display(),
-                parent.display()
-            );
+    let outputs = [
+        Some(("--output", out)),
+        settings
+            .summary_json
+            .as_ref()
+            .map(|p| ("--summary-json", p)),
+    ];
+    for (flag, path) in outputs.into_iter().flatten() {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                bail!(
+                    "{flag} {}: the folder {} does not exist",
+                    path.display(),
+                    parent.display()
+                );
+            }
         }
     }
     let created = if settings.resume && out.exists() {
@@ -229,7 +241,13 @@ async fn drive_users<A: Accounts>(
             ..Caches::default()
         },
     };
-    let progress = Progress::new(settings.quiet, settings.show_progress, total);
+    // --verbose lines would break a bar: plain progress lines then.
+    let progress = Progress::new(
+        settings.quiet,
+        settings.show_progress,
+        !settings.verbose,
+        total,
+    );
     let mut sink = Sink::new(results, counts, progress, stop, &journal_path);
     drive::drive(&worker, &mut sink, feed, stop, settings.concurrency).await?;
     let _ = reader.join();
@@ -251,7 +269,7 @@ async fn drive_users<A: Accounts>(
 }
 
 /// Saves the results, removes the journal of a completed run, prints the
-/// summary and returns the exit code.
+/// summary (and writes it as JSON if asked) and returns the exit code.
 fn finish(
     settings: &Settings,
     ending: Ending,
@@ -267,24 +285,41 @@ fn finish(
     if ending == Ending::Complete {
         remove_journal(settings, &journal::path_for(&settings.output));
     }
+    let input = SummaryInput {
+        counts: &counts,
+        ending: &ending,
+        elapsed: started.elapsed(),
+        results: results.path(),
+        dry_run: settings.dry_run,
+        resume_command,
+        sets_passwords: settings.passwords != Passwords::None,
+        mas,
+    };
     if !settings.quiet {
-        eprint!(
-            "{}",
-            summary::summary(&SummaryInput {
-                counts: &counts,
-                ending: &ending,
-                elapsed: started.elapsed(),
-                results: results.path(),
-                dry_run: settings.dry_run,
-                resume_command,
-                sets_passwords: settings.passwords != Passwords::None,
-                mas,
-            })
-        );
+        eprint!("{}", summary::summary(&input));
     } else if let Ending::Fatal(reason) = &ending {
         eprintln!("error: {reason}");
     }
-    Ok(summary::exit_code(&ending, &counts))
+    let code = summary::exit_code(&ending, &counts);
+    if let Some(path) = &settings.summary_json {
+        let facts = RunFacts {
+            homeserver: &settings.homeserver,
+            // Who held the accounts' logins.
+            mode: if mas { "mas" } else { "synapse" },
+        };
+        let json = format!("{:#}\n", summary_json(&input, &facts));
+        if let Err(e) = fsio::write_atomically(path, json.as_bytes()) {
+            eprintln!(
+                "error: --summary-json {}: cannot write it ({e})",
+                path.display()
+            );
+            // A finished run must not let a runbook read an older summary as its own.
+            if ending == Ending::Complete {
+                return Ok(1);
+            }
+        }
+    }
+    Ok(code)
 }
 
 fn remove_journal(settings: &Settings, path: &Path) {

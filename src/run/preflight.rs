@@ -91,6 +91,9 @@ pub async fn check(client: &SynapseClient, settings: &Settings) -> anyhow::Resul
         retrier: Retrier::new(
             Policy {
                 attempts: settings.retry.attempts.min(3),
+                // A server unreachable before the run starts is a wrong URL or
+                // a server down: say so now, do not wait --max-outage for it.
+                max_outage: None,
                 ..settings.retry.clone()
             },
             Default::default(),
@@ -180,7 +183,8 @@ async fn connect_mas(
         settings.timeout,
         settings.ca_cert.clone(),
         settings.concurrency,
-    )?;
+    )?
+    .verbose(settings.verbose);
     let insecure = settings.allow_insecure_http;
     let check =
         |endpoint: &str| check_base_url("MAS's token endpoint", endpoint, insecure).map(|_| ());

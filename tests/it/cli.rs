@@ -121,3 +121,62 @@ fn output_folder_must_exist() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
 }
+
+#[test]
+fn generate_prints_completions_and_the_man_page_without_a_run() {
+    let w = Workdir::new();
+    let cases = [
+        ("complete-bash", "complete -F"),
+        ("complete-zsh", "#compdef matrix-reactivate"),
+        ("complete-fish", "complete -c matrix-reactivate"),
+        ("man", ".TH matrix-reactivate 1"),
+    ];
+    for (kind, needle) in cases {
+        // No token, no input, no --output; a homeserver in the environment is fine.
+        let out = w
+            .cmd()
+            .env_remove("MATRIX_ADMIN_TOKEN")
+            .env("MATRIX_HOMESERVER", "https://matrix.example.org")
+            .args(["--generate", kind])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{kind}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).replace("\\-", "-");
+        assert!(text.contains(needle), "{kind} lacks {needle:?}");
+        assert!(text.contains("--summary-json") || text.contains("summary-json"));
+        assert!(text.len() > 2000, "{kind}: {} bytes", text.len());
+    }
+    let out = w
+        .cmd()
+        .args(["--generate", "man", "in.csv", "-o", "out.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "no run and a generate at once");
+    let out = w.cmd().args(["--generate", "pdf"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("complete-bash"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_replaced_flag_still_runs_with_a_warning() {
+    let w = Workdir::new();
+    w.write("in.csv", "alice\n");
+    // An unreachable server: the preflight fails at once (it never waits
+    // --max-outage), after the warning.
+    let started = std::time::Instant::now();
+    let out = w
+        .cmd()
+        .args(["-H", "http://127.0.0.1:9", "in.csv", "-o", "out.csv"])
+        .args(["--max-consecutive-failures", "20", "--max-attempts", "1"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: --max-consecutive-failures 20 is ignored")
+            && err.contains("--max-outage"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("cannot reach the homeserver"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}

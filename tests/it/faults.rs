@@ -1,5 +1,6 @@
 //! Faults cost time, never data: retries, 429 pauses, timeouts, cut connections,
-//! a token revoked mid-run, a server that stops answering, answers that are not JSON.
+//! a token revoked mid-run, a server that goes away and comes back, one that
+//! stays away past --max-outage, answers that are not JSON.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -12,6 +13,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::support::mock_synapse::{ok, user_path, MockSynapse, State};
+use crate::support::outage_proxy::OutageProxy;
 use crate::support::workdir::*;
 
 /// Answers PUTs from a script (one template per call, the last repeated) and
@@ -174,7 +176,7 @@ async fn retries_give_up_and_the_row_fails_with_the_reason() {
     let m = MockSynapse::start().await;
     let _s = one_user(
         &m,
-        vec![ResponseTemplate::new(503).set_body_string("<html>Service Unavailable</html>")],
+        vec![ResponseTemplate::new(500).set_body_string("<html>Internal Server Error</html>")],
     )
     .await;
     let w = Workdir::new();
@@ -184,9 +186,42 @@ async fn retries_give_up_and_the_row_fails_with_the_reason() {
     let row = &w.results("out.csv")[0];
     assert_eq!(row.status, "failed");
     assert!(
-        row.error.contains("HTTP 503") && row.error.contains("Service Unavailable"),
+        row.error.contains("HTTP 500") && row.error.contains("Internal Server Error"),
         "{row:?}"
     );
+}
+
+#[tokio::test]
+async fn a_gateway_answering_503_past_max_outage_stops_the_run_and_fails_nobody() {
+    // A proxy whose server is gone: 503 on every try is an outage, not a
+    // reason to fail the user, however few --max-attempts.
+    let m = MockSynapse::start().await;
+    let s = one_user(
+        &m,
+        vec![ResponseTemplate::new(503).set_body_string("<html>Service Unavailable</html>")],
+    )
+    .await;
+    let w = Workdir::new();
+    w.write("in.csv", "alice\n");
+    let args = ["--max-attempts", "2", "--max-outage", "2"];
+    let out = run(w.reactivate(&m.url(), &args)).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("longer than --max-outage 2") && err.contains("HTTP 503"),
+        "{err}"
+    );
+    assert!(err.contains("--resume"), "{err}");
+    assert!(
+        s.seen().len() > 2,
+        "tries beyond --max-attempts: {}",
+        s.seen().len()
+    );
+    assert!(
+        w.results("out.csv").is_empty(),
+        "no row failed for the outage"
+    );
+    assert!(w.path("out.csv.journal").exists(), "kept for --resume");
 }
 
 #[tokio::test]
@@ -279,7 +314,7 @@ async fn a_token_revoked_mid_run_stops_the_run_and_resume_finishes_it() {
 }
 
 #[tokio::test]
-async fn a_server_that_stops_answering_stops_the_run() {
+async fn a_server_that_stops_answering_past_max_outage_stops_the_run() {
     let m = MockSynapse::start().await;
     let mut input = String::new();
     for i in 0..40 {
@@ -304,14 +339,18 @@ async fn a_server_that_stops_answering_stops_the_run() {
             "4",
             "--max-attempts",
             "3",
+            "--max-outage",
+            "2",
         ],
     ))
     .await;
     assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("20 requests in a row could not reach the server"),
-        "{}",
-        stderr(&out)
+        err.contains("the server has been unreachable for ")
+            && err.contains("longer than --max-outage 2")
+            && err.contains("timed out"),
+        "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(
@@ -465,9 +504,10 @@ async fn scripted_alice(
 #[tokio::test]
 async fn an_unconfirmed_reactivation_is_looked_up_again() {
     // The PUT never gets a clean answer, but it landed: the second look says so.
-    let timeout = ResponseTemplate::new(504).set_body_string("<html>Gateway Timeout</html>");
+    let internal = ResponseTemplate::new(500)
+        .set_body_json(json!({"errcode": "M_UNKNOWN", "error": "Internal server error"}));
     let (out, row, gets, puts) =
-        scripted_alice(vec![user_json(true), user_json(false)], vec![timeout]).await;
+        scripted_alice(vec![user_json(true), user_json(false)], vec![internal]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(row.status, "reactivated");
     let sent = puts.seen();
@@ -522,4 +562,60 @@ async fn resume_reuses_journaled_passwords_even_without_results() {
         m.put_bodies("@bob:example.org").await[0]["password"],
         "bob-pass-2"
     );
+}
+
+/// How many PUTs the mock server has received.
+async fn puts_received(m: &MockSynapse) -> usize {
+    let received = m.server.received_requests().await.unwrap_or_default();
+    received
+        .iter()
+        .filter(|r| r.method.as_str() == "PUT")
+        .count()
+}
+
+#[tokio::test]
+async fn a_server_that_goes_away_for_seconds_costs_no_user() {
+    // The server restarts mid-run: for 3 s every connection is refused and the
+    // open ones are cut. The run waits, goes on, and fails nobody, though each
+    // request meets the outage more often than its 2 attempts.
+    let m = MockSynapse::start().await;
+    let n = 30;
+    let input = m.deactivated_users(n).await;
+    Mock::given(method("PUT"))
+        .respond_with(ok())
+        .mount(&m.server)
+        .await;
+    let proxy = OutageProxy::start(*m.server.address()).await;
+    let w = Workdir::new();
+    w.write("in.csv", &input);
+    let args = ["--rate", "10", "--concurrency", "4", "--max-attempts", "2"];
+    let outage = async {
+        while puts_received(&m).await < 6 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        proxy.go_down().await;
+        let before = puts_received(&m).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(puts_received(&m).await, before, "nothing got through");
+        proxy.come_back().await;
+        before
+    };
+    let (out, before) = tokio::join!(run(w.reactivate(&proxy.url(), &args)), outage);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(before < n, "the outage came mid-run");
+    let err = stderr(&out);
+    assert!(
+        err.contains("server unreachable: waiting") && err.contains("server answers again"),
+        "{err}"
+    );
+    let rows = w.results("out.csv");
+    assert_eq!(by_user(&rows).len(), n);
+    for r in &rows {
+        assert_eq!(r.status, "reactivated", "{r:?}");
+        // A PUT cut after it landed was sent again: with the same password.
+        let bodies = m.put_bodies(&r.user_id).await;
+        assert!(!bodies.is_empty());
+        assert!(bodies.iter().all(|b| b["password"] == r.password.as_str()));
+    }
+    assert!(!w.path("out.csv.journal").exists());
 }

@@ -13,5 +13,6 @@ mod mas;
 mod mas_double;
 mod mock;
 mod restore;
+mod runbook;
 mod support;
 mod synapse;

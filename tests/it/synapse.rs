@@ -1,9 +1,12 @@
 //! The core job end to end against the real Synapse (`support::real_synapse`):
-//! a mixed population, then the same input again.
+//! a mixed population, then the same input again; and a Synapse of the test's
+//! own restarted in the middle of a run.
 
 use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::support::real_synapse::{synapse, tag};
+use crate::support::real_synapse::{synapse, tag, OwnSynapse};
 use crate::support::workdir::*;
 
 #[tokio::test]
@@ -103,4 +106,85 @@ async fn real_synapse_mixed_population_end_to_end() {
     let row = &w.results("erased-out.csv")[0];
     assert_eq!(row.status, "reactivated");
     assert!(s.can_log_in(&erased, &row.password).await);
+}
+
+#[tokio::test]
+async fn real_synapse_restarted_mid_run_costs_no_user() {
+    // An upgrade in the middle of a run: Synapse is stopped (SIGTERM), stays
+    // down about 8 s, and comes back on the same port with the same data. The
+    // run waits, goes on, and ends with every user reactivated, no --resume.
+    let Some(own) = OwnSynapse::start("test-synapse-restart") else {
+        return;
+    };
+    let s = &own.api;
+    let t = tag();
+    let ids: Vec<String> = (0..150).map(|i| s.id(&format!("r{t}n{i}"))).collect();
+    for chunk in ids.chunks(25) {
+        futures::future::join_all(chunk.iter().map(|id| async move {
+            s.create(id, "old-password").await;
+            s.deactivate(id, false).await;
+        }))
+        .await;
+    }
+    let w = Workdir::new();
+    w.write("in.csv", ids.join("\n") + "\n");
+    let child = Command::new(assert_cmd::cargo::cargo_bin("matrix-reactivate"))
+        .current_dir(w.dir.path())
+        .env("MATRIX_ADMIN_TOKEN", &s.token)
+        .args(["-H", &s.url, "in.csv", "-o", "out.csv", "--rate", "20"])
+        .args(["--no-progress", "--summary-json", "summary.json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tool starts");
+    let pid = child.id();
+    let rows = || {
+        let text = std::fs::read_to_string(w.path("out.csv")).unwrap_or_default();
+        text.lines().count().saturating_sub(1)
+    };
+    let waiting = Instant::now();
+    while rows() < 30 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(120),
+            "the run never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    own.stop();
+    let done_before = rows();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    own.restart();
+    let finished = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await;
+    let Ok(out) = finished else {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("the run did not end after the server came back");
+    };
+    let out = out.unwrap().unwrap();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(done_before < ids.len(), "the server went away mid-run");
+    assert!(err.contains("server unreachable: waiting"), "{err}");
+    assert!(!err.contains("--resume"), "{err}");
+
+    let users = by_user(&w.results("out.csv"));
+    assert_eq!(users.len(), ids.len());
+    for chunk in ids.chunks(25) {
+        futures::future::join_all(chunk.iter().map(|id| {
+            let row = users[id].clone();
+            async move {
+                assert_eq!(row.status, "reactivated", "{row:?}");
+                assert!(s.can_log_in(id, &row.password).await, "{id} logs in");
+            }
+        }))
+        .await;
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w.path("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["counts"]["reactivated"], 150);
+    assert_eq!(summary["counts"]["failed"], 0);
+    assert_eq!(summary["exit_code"], 0);
 }

@@ -1,10 +1,12 @@
 //! Helpers shared by the test modules: a work directory and the real binary
-//! (`workdir`), a mock Synapse (`mock_synapse`), the real Synapse of the run
+//! (`workdir`), a mock Synapse (`mock_synapse`) and a proxy that takes it
+//! away and back (`outage_proxy`), the real Synapse of the run
 //! (`real_synapse`), and a Matrix Authentication Service double (`mas`).
 
 // The MAS double offers more of MAS than every test uses.
 #[allow(dead_code)]
 pub mod mas;
 pub mod mock_synapse;
+pub mod outage_proxy;
 pub mod real_synapse;
 pub mod workdir;

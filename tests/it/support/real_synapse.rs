@@ -1,6 +1,7 @@
 //! The real Synapse of a test run, started by `scripts/test.sh` (which exports
-//! SYNAPSE_URL, SYNAPSE_ADMIN_TOKEN and SYNAPSE_SERVER_NAME), and the admin and
-//! client requests tests use to build scenarios on it.
+//! SYNAPSE_URL, SYNAPSE_ADMIN_TOKEN and SYNAPSE_SERVER_NAME), a Synapse of a
+//! test's own for a test that stops and restarts it (`OwnSynapse`), and the
+//! admin and client requests tests use to build scenarios on them.
 //!
 //! Without those variables a real-Synapse test fails, so a missing Synapse can
 //! never pass for a green run. Locally, MATRIX_REACTIVATE_SKIP_SYNAPSE=1 skips
@@ -38,13 +39,11 @@ pub fn synapse() -> Option<Synapse> {
     let url = std::env::var("SYNAPSE_URL").ok();
     let token = std::env::var("SYNAPSE_ADMIN_TOKEN").ok();
     match (url, token) {
-        (Some(url), Some(token)) => Some(Synapse {
+        (Some(url), Some(token)) => Some(Synapse::at(
             url,
             token,
-            server_name: std::env::var("SYNAPSE_SERVER_NAME")
-                .unwrap_or_else(|_| "localhost".into()),
-            http: reqwest::Client::new(),
-        }),
+            std::env::var("SYNAPSE_SERVER_NAME").unwrap_or_else(|_| "localhost".into()),
+        )),
         _ if may_skip("real-Synapse test") => None,
         _ => panic!(
             "no Synapse for the end-to-end tests: run them with scripts/test.sh, which starts \
@@ -60,7 +59,96 @@ pub fn tag() -> String {
     b.iter().map(|x| format!("{:02x}", x)).collect()
 }
 
+/// A Synapse of one test's own, in `target/NAME`, for a test that stops and
+/// restarts its server while the shared one serves other tests. Stopped when
+/// dropped, whether the test passes or not.
+pub struct OwnSynapse {
+    dir: PathBuf,
+    pub api: Synapse,
+}
+
+impl OwnSynapse {
+    /// A fresh server, or `None` where skipping real-Synapse tests is allowed.
+    pub fn start(name: &str) -> Option<Self> {
+        if may_skip("a test with a Synapse of its own") {
+            return None;
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(name);
+        synapse_sh("start", &dir);
+        let env = std::fs::read_to_string(dir.join("env")).expect("DIR/env");
+        let var = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("{key} in DIR/env"))
+                .to_owned()
+        };
+        let api = Synapse::at(
+            var("SYNAPSE_URL"),
+            var("SYNAPSE_ADMIN_TOKEN"),
+            var("SYNAPSE_SERVER_NAME"),
+        );
+        Some(OwnSynapse { dir, api })
+    }
+
+    /// Stops the server as an upgrade does (SIGTERM).
+    pub fn stop(&self) {
+        synapse_sh("stop", &self.dir);
+    }
+
+    /// Starts it again on the same port with the same data, and waits until
+    /// it answers.
+    pub fn restart(&self) {
+        synapse_sh("restart", &self.dir);
+    }
+}
+
+impl Drop for OwnSynapse {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/synapse.sh");
+        let _ = std::process::Command::new(script)
+            .args(["stop", "--dir"])
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// `scripts/synapse.sh COMMAND --dir DIR`; fails the test loudly (a missing
+/// Python included) if it fails.
+fn synapse_sh(command: &str, dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/synapse.sh");
+    let out = std::process::Command::new(script)
+        .args([command, "--dir"])
+        .arg(dir)
+        .env("SYNAPSE_BCRYPT_ROUNDS", "4")
+        .output()
+        .expect("scripts/synapse.sh runs");
+    if !out.status.success() {
+        // The server of a failed start must not outlive the test.
+        let _ = std::process::Command::new("scripts/synapse.sh")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["stop", "--dir"])
+            .arg(dir)
+            .output();
+        panic!(
+            "scripts/synapse.sh {command} failed (it needs python3 3.10 or later; set \
+             MATRIX_REACTIVATE_SKIP_SYNAPSE=1 to skip this test locally):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 impl Synapse {
+    pub fn at(url: String, token: String, server_name: String) -> Self {
+        Synapse {
+            url,
+            token,
+            server_name,
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub fn id(&self, localpart: &str) -> String {
         format!("@{localpart}:{}", self.server_name)
     }
