@@ -267,8 +267,22 @@ async fn mas_unlock_emails_and_no_password() {
         "in.csv",
         "user_id,email\nlena,\nmia,mia@example.org;MIA2@example.org\nnoah,noah@example.org\n",
     );
-    let out = run(world.tool(&w, &["--unlock", "--no-password"])).await;
+    let out = run(world.tool(
+        &w,
+        &[
+            "--unlock",
+            "--no-password",
+            "--summary-json",
+            "summary.json",
+        ],
+    ))
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.path("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["mode"], "mas");
+    assert_eq!(summary["counts"]["reactivated"], 2);
+    assert_eq!(summary["counts"]["unlocked"], 1);
     let rows = by_user(&w.results("out.csv"));
     assert_eq!(rows[&id("lena")].status, "unlocked");
     assert_eq!(rows[&id("mia")].status, "reactivated");
