@@ -24,7 +24,13 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 
-const BIN: &str = env!("CARGO_BIN_EXE_matrix-reactivate");
+const BUILT: &str = env!("CARGO_BIN_EXE_matrix-reactivate");
+
+/// The binary measured: this build, or `BENCH_BIN` (another build of the
+/// tool, to compare two versions in one session on the same machine).
+fn bin() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| BUILT.to_owned())
+}
 const TOKEN: &str = "syt_bench_token";
 
 // ---------------------------------------------------------------- mock server
@@ -74,6 +80,9 @@ async fn answer(
         br#"{"server_version":"1.163.2"}"#
     } else if path == "/_matrix/client/v3/account/whoami" {
         br#"{"user_id":"@admin:example.org"}"#
+    } else if path.ends_with("/admin") {
+        // The admin flag, which versions before the MAS support asked for.
+        br#"{"admin":true}"#
     } else {
         mock.gets.fetch_add(1, Ordering::Relaxed);
         br#"{"name":"@u:example.org","deactivated":true,"erased":false,"locked":false,"admin":false}"#
@@ -144,10 +153,10 @@ fn run_tool(
     let mut cmd = match wrap.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
-            c.args(rest).arg(BIN);
+            c.args(rest).arg(bin());
             c
         }
-        None => Command::new(BIN),
+        None => Command::new(bin()),
     };
     let child = cmd
         .current_dir(dir)
@@ -390,7 +399,7 @@ fn startup(t: &mut Table, url: &str, mock: &Mock, dir: &Path) {
     let mut times = vec![];
     for _ in 0..30 {
         let s = Instant::now();
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .arg("--help")
             .output()
             .expect("--help runs");

@@ -6,6 +6,7 @@
 # Usage: scripts/bench.sh [startup|throughput|pacing|memory|synapse]
 #   no argument runs every figure (about 6 minutes on 2 cores);
 #   BENCH_ROUNDS=N repeats the throughput and pacing runs N times (default 3).
+#   BENCH_BIN=PATH measures another build of the tool (to compare two versions).
 # Prints a Markdown table of medians; BENCHMARKS.md holds the last one recorded.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
