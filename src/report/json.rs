@@ -86,6 +86,7 @@ mod tests {
             resume_command: "matrix-reactivate in.csv -o out.csv --resume",
             sets_passwords: true,
             mas: false,
+            gives_back_rooms: false,
         }
     }
 

@@ -38,6 +38,8 @@ pub struct SummaryInput<'a> {
     pub sets_passwords: bool,
     /// Whether the server's logins belong to MAS.
     pub mas: bool,
+    /// Whether rooms were given back (`--rejoin-rooms` or `--rooms-column`).
+    pub gives_back_rooms: bool,
 }
 
 /// What a line of the summary counts.
@@ -75,6 +77,8 @@ enum When {
     NoPasswordMas,
     Synapse,
     Mas,
+    /// Neither `--rejoin-rooms` nor `--rooms-column`.
+    NothingGivenBack,
 }
 
 impl When {
@@ -86,34 +90,36 @@ impl When {
             When::NoPasswordMas => !s.sets_passwords && s.mas,
             When::Synapse => !s.mas,
             When::Mas => s.mas,
+            When::NothingGivenBack => !s.gives_back_rooms,
         }
     }
 }
 
 /// The "Next:" steps, in order: shown for each count that is not zero and
 /// whose condition holds, as "<count> <label>: <text>".
-const NEXT_STEPS: [(Counted, When, &str); 12] = [
+const NEXT_STEPS: [(Counted, When, &str); 13] = [
     (
         Counted::Status(Status::Reactivated),
         When::SetsPasswords,
-        "hand each user the password from the results file. Reactivation alone gives back \
-         no rooms or e-mail addresses: see --rejoin-rooms, --rooms-column and the email \
-         column in --help",
+        "hand each user the password from the results file.",
     ),
     (
         Counted::Status(Status::Reactivated),
         When::NoPasswordSynapse,
         "no password was set (the password column is empty): they log in as before, through \
-         the server's single sign-on or LDAP. Reactivation alone gives back no rooms or \
-         e-mail addresses: see --rejoin-rooms, --rooms-column and the email column in --help",
+         the server's single sign-on or LDAP.",
     ),
     (
         Counted::Status(Status::Reactivated),
         When::NoPasswordMas,
         "no password was set (the password column is empty): MAS kept each user's password \
-         through the deactivation, so they log in as before. Reactivation alone gives back \
-         no rooms or e-mail addresses: see --rejoin-rooms, --rooms-column and the email \
-         column in --help",
+         through the deactivation, so they log in as before.",
+    ),
+    (
+        Counted::Status(Status::Reactivated),
+        When::NothingGivenBack,
+        "reactivation alone gives back no rooms or e-mail addresses: see --rejoin-rooms, \
+         --rooms-column and the email column in --help",
     ),
     (
         Counted::Partial,
@@ -300,6 +306,7 @@ mod tests {
             resume_command: "matrix-reactivate in.csv -o out.csv --resume",
             sets_passwords: true,
             mas: false,
+            gives_back_rooms: false,
         }
     }
 
@@ -320,9 +327,14 @@ mod tests {
     fn every_count_that_needs_a_step_gets_one_and_only_then() {
         let ending = Ending::Complete;
         let empty = Counts::default();
-        for (sets_passwords, mas) in [(true, false), (false, false), (true, true), (false, true)] {
+        for (sets_passwords, mas, rooms) in [
+            (true, false, false),
+            (false, false, true),
+            (true, true, true),
+            (false, true, false),
+        ] {
             let mut i = input(&empty, &ending);
-            (i.sets_passwords, i.mas) = (sets_passwords, mas);
+            (i.sets_passwords, i.mas, i.gives_back_rooms) = (sets_passwords, mas, rooms);
             assert!(!summary(&i).contains("Next:"));
             for (counted, when, text) in NEXT_STEPS {
                 let mut c = Counts::default();
@@ -334,7 +346,11 @@ mod tests {
                 let s = summary(&i);
                 let line = format!("1 {}: {text}", counted.label());
                 assert_eq!(s.contains(&line), when.holds(&i), "{when:?} {s}");
-                assert_eq!(s.matches("\n  - ").count(), 1, "one step each: {s}");
+                let steps = NEXT_STEPS
+                    .iter()
+                    .filter(|(c, w, _)| c.label() == counted.label() && w.holds(&i))
+                    .count();
+                assert_eq!(s.matches("\n  - ").count(), steps, "{s}");
             }
         }
     }

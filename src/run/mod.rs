@@ -294,6 +294,7 @@ fn finish(
         resume_command,
         sets_passwords: settings.passwords != Passwords::None,
         mas,
+        gives_back_rooms: settings.rejoin_rooms_since.is_some() || settings.columns.rooms.is_some(),
     };
     if !settings.quiet {
         eprint!("{}", summary::summary(&input));
