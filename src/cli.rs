@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const AFTER_LONG_HELP: &str = "\
 EXAMPLES:
@@ -60,40 +60,43 @@ EXIT CODES:
   3    the run finished but some rows need attention (invalid, not_local,
        not_found, erased, failed, or a reactivated user whose rooms or
        profile were not all given back)
-  130  interrupted (Ctrl-C or SIGTERM); run again with --resume to finish";
+  130  interrupted (Ctrl-C or SIGTERM); run again with --resume to finish
+
+WHO TO REACTIVATE:
+  `matrix-reactivate find` lists the server's deactivated users, with when and
+  from which rooms their deactivation made them leave, in a file this command
+  takes as INPUT (see matrix-reactivate find --help).";
 
 /// Bulk-reactivate deactivated Matrix accounts on a Synapse homeserver.
 ///
 /// Checks every user first (an unknown ID is never created), reactivates the
 /// deactivated ones through the Synapse Admin API at a steady pace, and writes
 /// each user's new password and status to a results CSV as it goes.
+// The top-level arguments are the reactivation itself and `find` is a
+// subcommand beside them, so `matrix-reactivate INPUT -o OUT` works as it
+// always did (an input file named `find` is given as `./find`). There is no
+// `help` subcommand, so an input file named `help` still works.
 #[derive(Debug, Parser)]
 #[command(
     name = "matrix-reactivate",
     version,
     after_long_help = AFTER_LONG_HELP,
-    // INPUT, -H and -o are optional to clap only for --generate.
+    // INPUT and -o are optional to clap only for --generate and find; -H is
+    // checked in `config` (a flag shared with find cannot name --generate).
     override_usage = "matrix-reactivate [OPTIONS] -H <URL> -o <PATH> <INPUT>\n       \
-                      matrix-reactivate --generate <KIND>"
+                      matrix-reactivate find [OPTIONS] -H <URL> -o <PATH>\n       \
+                      matrix-reactivate --generate <KIND>",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    disable_help_subcommand = true
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// CSV of users to reactivate, or - for standard input
     #[arg(value_name = "INPUT", required_unless_present = "generate")]
     pub input: Option<PathBuf>,
-
-    /// Client-server API base URL of the homeserver, e.g. https://matrix.example.org
-    #[arg(
-        short = 'H',
-        long,
-        env = "MATRIX_HOMESERVER",
-        value_name = "URL",
-        required_unless_present = "generate"
-    )]
-    pub homeserver: Option<String>,
-
-    /// Read the admin access token from this file (default: env MATRIX_ADMIN_TOKEN)
-    #[arg(long, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
 
     /// Results CSV to create (mode 0600); refused if it exists, unless --resume
     #[arg(short, long, value_name = "PATH", required_unless_present = "generate")]
@@ -122,33 +125,6 @@ pub struct Cli {
     /// Requests in flight at most
     #[arg(long, default_value = "4", value_name = "N")]
     pub concurrency: usize,
-
-    /// Seconds before a request is abandoned and retried
-    #[arg(long, default_value = "30", value_name = "SECONDS")]
-    pub timeout: f64,
-
-    /// Tries per request, the first included, on 5xx and garbled answers (a 429 that says how long to wait gets 4 × N; an unreachable server is waited for, see --max-outage)
-    #[arg(long, alias = "retries", default_value = "5", value_name = "N")]
-    pub max_attempts: u32,
-
-    /// Stop the run when the server stays unreachable longer than this; until then every request waits for it
-    ///
-    /// Unreachable: no connection, no answer within --timeout, or a gateway's
-    /// 502, 503 or 504. A restart, an upgrade or a proxy reload is waited out
-    /// (tries every 0.5 s at first, then less often, at most 10 s apart) and
-    /// costs no user a failed row; the run goes on when the server answers.
-    /// Past SECONDS the run stops with exit code 1, saved for --resume. 0 stops
-    /// at the first request that cannot reach the server.
-    ///
-    /// This replaces --max-consecutive-failures, which counted requests and so
-    /// stopped a run within seconds of a restart; that flag is still accepted
-    /// (old runbooks keep working) and ignored, with a warning.
-    #[arg(long, default_value = "300", value_name = "SECONDS")]
-    pub max_outage: f64,
-
-    /// Replaced by --max-outage; accepted and ignored, with a warning
-    #[arg(long, hide = true, value_name = "N")]
-    pub max_consecutive_failures: Option<u32>,
 
     /// Check every user and write what would happen; change nothing
     #[arg(long)]
@@ -186,6 +162,76 @@ pub struct Cli {
     #[arg(long)]
     pub unlock: bool,
 
+    /// Also write the summary as JSON to this file, for runbooks and scripts
+    ///
+    /// Counts per status (zeros included), exit code, elapsed time, results
+    /// path, server, and why the run stopped with the command that resumes it.
+    /// Written whenever the summary is (also with --quiet), replaced
+    /// atomically: a reader never sees half a file.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Print a shell completion script or the man page to standard output, then exit
+    // Not `exclusive`: clap would then refuse it whenever MATRIX_HOMESERVER is
+    // set in the environment. Other flags are ignored; INPUT and -o refused.
+    #[arg(long, value_name = "KIND", conflicts_with_all = ["input", "output"])]
+    pub generate: Option<Generate>,
+
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerArgs,
+}
+
+/// What `--generate` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    CompleteBash,
+    CompleteZsh,
+    CompleteFish,
+    Man,
+}
+
+/// Where the server is and how to talk to it: the same for every command.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Client-server API base URL of the homeserver, e.g. https://matrix.example.org
+    #[arg(short = 'H', long, env = "MATRIX_HOMESERVER", value_name = "URL")]
+    pub homeserver: Option<String>,
+
+    /// Read the admin access token from this file (default: env MATRIX_ADMIN_TOKEN)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Seconds before a request is abandoned and retried
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    pub timeout: f64,
+
+    /// Tries per request, the first included, on 5xx and garbled answers (a 429 that says how long to wait gets 4 × N; an unreachable server is waited for, see --max-outage)
+    #[arg(long, alias = "retries", default_value = "5", value_name = "N")]
+    pub max_attempts: u32,
+
+    /// Stop the run when the server stays unreachable longer than this; until then every request waits for it
+    ///
+    /// Unreachable: no connection, no answer within --timeout, or a gateway's
+    /// 502, 503 or 504. A restart, an upgrade or a proxy reload is waited out
+    /// (tries every 0.5 s at first, then less often, at most 10 s apart) and
+    /// costs no user a failed row; the run goes on when the server answers.
+    /// Past SECONDS the run stops with exit code 1 (a reactivation run is
+    /// saved for --resume). 0 stops at the first request that cannot reach
+    /// the server.
+    ///
+    /// This replaces --max-consecutive-failures, which counted requests and so
+    /// stopped a run within seconds of a restart; that flag is still accepted
+    /// (old runbooks keep working) and ignored, with a warning.
+    #[arg(long, default_value = "300", value_name = "SECONDS")]
+    pub max_outage: f64,
+
+    /// Replaced by --max-outage; accepted and ignored, with a warning
+    #[arg(long, hide = true, value_name = "N")]
+    pub max_consecutive_failures: Option<u32>,
+
     /// MAS's base URL, on a server whose logins belong to Matrix Authentication Service [default: the issuer the homeserver advertises]
     #[arg(long, env = "MAS_URL", value_name = "URL")]
     pub mas_url: Option<String>,
@@ -201,7 +247,11 @@ pub struct Cli {
     /// Allow http:// to a host that is not loopback (the token crosses the network in clear)
     #[arg(long)]
     pub allow_insecure_http: bool,
+}
 
+/// What the tool prints on stderr while it works: the same for every command.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
     /// Print nothing but errors (no progress, no summary)
     #[arg(short, long)]
     pub quiet: bool,
@@ -217,28 +267,111 @@ pub struct Cli {
     /// --quiet, which silences everything else.
     #[arg(short, long)]
     pub verbose: bool,
-
-    /// Also write the summary as JSON to this file, for runbooks and scripts
-    ///
-    /// Counts per status (zeros included), exit code, elapsed time, results
-    /// path, server, and why the run stopped with the command that resumes it.
-    /// Written whenever the summary is (also with --quiet), replaced
-    /// atomically: a reader never sees half a file.
-    #[arg(long, value_name = "PATH")]
-    pub summary_json: Option<PathBuf>,
-
-    /// Print a shell completion script or the man page to standard output, then exit
-    // Not `exclusive`: clap would then refuse it whenever MATRIX_HOMESERVER is
-    // set in the environment. Other flags are ignored; INPUT and -o refused.
-    #[arg(long, value_name = "KIND", conflicts_with_all = ["input", "output"])]
-    pub generate: Option<Generate>,
 }
 
-/// What `--generate` prints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Generate {
-    CompleteBash,
-    CompleteZsh,
-    CompleteFish,
-    Man,
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Find(FindArgs),
+}
+
+const FIND_AFTER_LONG_HELP: &str = "\
+EXAMPLES:
+  Find who to restore, review the list, then restore them and their rooms:
+    export MATRIX_ADMIN_TOKEN=syt_...
+    matrix-reactivate find -H https://matrix.example.org -o users.csv \\
+        --left-since 2026-11-26T01:00:00Z --left-until 2026-11-26T03:00:00Z
+    (review users.csv: delete the lines of anyone who should stay deactivated)
+    matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \\
+        --rooms-column rooms
+
+  Everyone the server holds deactivated, whenever it happened:
+    matrix-reactivate find -H https://matrix.example.org -o all.csv
+
+OUTPUT:
+  A CSV created with mode 0600 (refused if it exists), one row per user, sorted
+  by user ID, with the header user_id,deactivated_at,erased,rooms:
+  deactivated_at  when the user was deactivated, RFC 3339 UTC to the ms.
+                  Synapse does not record it: it is the time of the user's
+                  latest own leave (deactivation makes the user leave every
+                  room). Empty for a user who was in no room.
+  erased          true for a GDPR-erased user (the main command leaves them
+                  alone unless --include-erased)
+  rooms           the rooms to give back, room IDs separated by ; (sorted).
+                  With --left-since: the rooms the user left on their own at
+                  or after it, as --rejoin-rooms counts them. Without it: the
+                  burst of own leaves that ends at deactivated_at, that is the
+                  latest own leave and each earlier one that came less than
+                  60 s before the next (deactivation leaves every room in one
+                  such burst). Rooms the user was kicked or banned from, or
+                  had left of their own accord before the burst, are not
+                  listed.
+  The main command takes the file as it is: with --rooms-column rooms it joins
+  each reactivated user to their rooms again.
+
+WINDOW:
+  --left-since and --left-until keep the users whose deactivated_at is at or
+  after --left-since and before --left-until. A user who was in no room has no
+  time to compare: with a window such users are left out, and the summary
+  counts them (run without the window to list them). Synapse parts users from
+  their rooms in the background, one user after another: after a bulk
+  deactivation the last leaves can come well after the deactivation calls, so
+  leave --left-until generous.
+
+REQUESTS:
+  GET only, paced by --rate: the preflight, the list of deactivated users
+  (GET /_synapse/admin/v3/users, in pages of --page-size, by user ID), each
+  user's rooms (GET /_synapse/admin/v1/users/{id}/memberships, Synapse 1.145
+  or later) and the member state of each room they left, read once per room
+  however many users shared it.
+
+EXIT CODES:
+  0    the list is complete
+  1    fatal error: bad token, not an admin, unreachable server, the output
+       file exists, ... (no output file is left behind)
+  2    usage error
+  3    the list is written, but some users' rooms could not be read: they
+       are not in it, and the summary names them
+  130  interrupted (Ctrl-C or SIGTERM); no output file is left behind";
+
+/// List the server's deactivated users, with when and from which rooms their
+/// deactivation made them leave.
+///
+/// Read-only: sends GET requests only. Writes a CSV that the main command
+/// takes as its input: review it, then run
+/// `matrix-reactivate FILE -o results.csv --rooms-column rooms`.
+#[derive(Debug, Args)]
+#[command(
+    after_long_help = FIND_AFTER_LONG_HELP,
+    override_usage = "matrix-reactivate find [OPTIONS] -H <URL> -o <PATH>"
+)]
+pub struct FindArgs {
+    /// CSV to create (mode 0600): user_id,deactivated_at,erased,rooms; refused if it exists
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// Only users deactivated at or after TIME, and only rooms left at or after it: RFC 3339 (2026-11-26T01:00:00Z) or Unix time in ms
+    #[arg(long, value_name = "TIME")]
+    pub left_since: Option<String>,
+
+    /// Only users deactivated before TIME: RFC 3339 or Unix time in ms
+    #[arg(long, value_name = "TIME")]
+    pub left_until: Option<String>,
+
+    /// Requests per second; decimals allowed, 0 for no limit
+    #[arg(long, default_value = "20", value_name = "PER_SECOND")]
+    pub rate: f64,
+
+    /// Requests in flight at most
+    #[arg(long, default_value = "4", value_name = "N")]
+    pub concurrency: usize,
+
+    /// Users per list request (1 to 10000)
+    #[arg(long, default_value = "500", value_name = "N")]
+    pub page_size: u32,
+
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerArgs,
 }

@@ -10,7 +10,8 @@ use anyhow::Context;
 use secrecy::SecretString;
 
 use crate::backend::mas::MasCredentials;
-use crate::cli::Cli;
+use crate::backend::synapse::SynapseClient;
+use crate::cli::{Cli, FindArgs, ServerArgs};
 use crate::input::{Columns, Source};
 use crate::retry::Policy;
 use crate::user_id::check_server_name;
@@ -32,11 +33,37 @@ pub enum Passwords {
     None,
 }
 
+/// The server and how to talk to it: what every command needs.
+pub struct Server {
+    pub homeserver: String,
+    pub token: SecretString,
+    pub timeout: Duration,
+    pub retry: Policy,
+    pub ca_cert: Option<reqwest::Certificate>,
+    pub mas: MasSettings,
+    pub allow_insecure_http: bool,
+    /// `--verbose`: a line per request.
+    pub verbose: bool,
+}
+
+impl Server {
+    /// The admin API client, keeping up to `pool` idle connections.
+    pub fn client(&self, pool: usize) -> anyhow::Result<SynapseClient> {
+        Ok(SynapseClient::new(
+            &self.homeserver,
+            &self.token,
+            self.timeout,
+            self.ca_cert.clone(),
+            pool,
+        )?
+        .verbose(self.verbose))
+    }
+}
+
 pub struct Settings {
     pub source: Source,
     pub columns: Columns,
-    pub homeserver: String,
-    pub token: SecretString,
+    pub server: Server,
     pub output: PathBuf,
     pub resume: bool,
     pub server_name: Option<String>,
@@ -44,25 +71,36 @@ pub struct Settings {
     pub rate: Option<f64>,
     pub burst: NonZeroU32,
     pub concurrency: usize,
-    pub timeout: Duration,
-    pub retry: Policy,
     pub dry_run: bool,
     pub include_erased: bool,
     pub passwords: Passwords,
-    pub ca_cert: Option<reqwest::Certificate>,
     /// `--left-since` in Unix milliseconds, when `--rejoin-rooms` is given.
     pub rejoin_rooms_since: Option<i64>,
     pub unlock: bool,
-    pub mas: MasSettings,
-    pub allow_insecure_http: bool,
     pub quiet: bool,
     pub show_progress: bool,
-    /// `--verbose`: a line per request.
-    pub verbose: bool,
     /// `--summary-json`: where the JSON summary goes.
     pub summary_json: Option<PathBuf>,
     /// Things the admin should hear about how the tool was called (a
     /// deprecated flag), printed before the run.
+    pub warnings: Vec<String>,
+}
+
+/// `find`'s settings.
+pub struct FindSettings {
+    pub server: Server,
+    pub output: PathBuf,
+    /// `--left-since` in Unix milliseconds.
+    pub since: Option<i64>,
+    /// `--left-until` in Unix milliseconds.
+    pub until: Option<i64>,
+    /// Requests per second; `None` for no limit.
+    pub rate: Option<f64>,
+    pub concurrency: usize,
+    pub page_size: u32,
+    pub quiet: bool,
+    pub show_progress: bool,
+    /// As `Settings::warnings`.
     pub warnings: Vec<String>,
 }
 
@@ -108,46 +146,21 @@ pub struct MasSettings {
 impl Settings {
     /// Validates the parsed arguments and the secrets from the environment.
     pub fn from_cli(cli: Cli, env: EnvSecrets) -> anyhow::Result<Self> {
-        // clap requires all three unless --generate, which never gets here.
-        let (Some(input), Some(homeserver), Some(output)) =
-            (cli.input.clone(), &cli.homeserver, cli.output.clone())
-        else {
+        // clap requires both unless --generate or a subcommand, which never get here.
+        let (Some(input), Some(output)) = (cli.input.clone(), cli.output.clone()) else {
             return usage("give INPUT, --homeserver URL and --output PATH");
         };
-        let homeserver = check_homeserver(homeserver, cli.allow_insecure_http)?;
-        let token = read_token(cli.token_file.as_deref(), env.matrix_token.clone())?;
-        let mas = mas_settings(&cli, env)?;
-
-        if !(cli.rate.is_finite() && cli.rate >= 0.0) {
-            return usage(format!(
-                "--rate {}: give a number of reactivations per second, 0 or more (0 = no limit)",
-                cli.rate
-            ));
+        if input.as_os_str() == "find" && !input.exists() {
+            return usage(
+                "no file named find: to list the deactivated users, put find first: \
+                 matrix-reactivate find -H URL -o users.csv",
+            );
         }
-        if cli.rate > 0.0 && cli.rate < 0.001 {
-            return usage(format!(
-                "--rate {}: too slow to be meant; the smallest is 0.001 (one per 1,000 s)",
-                cli.rate
-            ));
-        }
+        let (server, warnings) = check_server(&cli.server, cli.console.verbose, env)?;
+        let rate = check_rate(cli.rate, "reactivations")?;
         let burst = NonZeroU32::new(cli.burst)
             .ok_or_else(|| UsageError("--burst 0: give 1 or more".into()))?;
-        if !(1..=1024).contains(&cli.concurrency) {
-            return usage(format!(
-                "--concurrency {}: give 1 to 1024 requests in flight",
-                cli.concurrency
-            ));
-        }
-        if !(cli.timeout.is_finite() && cli.timeout > 0.0 && cli.timeout <= 3600.0) {
-            return usage(format!(
-                "--timeout {}: give 0 < SECONDS ≤ 3600",
-                cli.timeout
-            ));
-        }
-        if cli.max_attempts == 0 {
-            return usage("--max-attempts 0: give at least 1 (the first try counts)");
-        }
-        let (max_outage, warnings) = outage_flags(&cli)?;
+        check_concurrency(cli.concurrency)?;
         let passwords = passwords(&cli)?;
         if let Some(name) = &cli.server_name {
             check_server_name(name).map_err(|_| {
@@ -159,9 +172,8 @@ impl Settings {
                 return usage("--column: give a column name");
             }
         }
-        let ca_cert = cli.ca_cert.as_deref().map(read_ca_cert).transpose()?;
         let rejoin_rooms_since = match (&cli.left_since, cli.rejoin_rooms) {
-            (Some(t), true) => Some(parse_time(t)?),
+            (Some(t), true) => Some(parse_time("--left-since", t)?),
             _ => None,
         };
 
@@ -172,41 +184,139 @@ impl Settings {
                 password: cli.password_column,
                 rooms: cli.rooms_column,
             },
-            homeserver,
-            token,
+            server,
             output,
             resume: cli.resume,
             server_name: cli.server_name,
-            rate: (cli.rate > 0.0).then_some(cli.rate),
+            rate,
             burst,
             concurrency: cli.concurrency,
-            timeout: Duration::from_secs_f64(cli.timeout),
-            retry: Policy {
-                attempts: cli.max_attempts,
-                base_delay: Duration::from_millis(500),
-                max_delay: Duration::from_secs(30),
-                max_outage: Some(max_outage),
-            },
             dry_run: cli.dry_run,
             include_erased: cli.include_erased,
             passwords,
-            ca_cert,
             rejoin_rooms_since,
             unlock: cli.unlock,
-            mas,
-            allow_insecure_http: cli.allow_insecure_http,
-            quiet: cli.quiet,
-            show_progress: !cli.quiet && !cli.no_progress,
-            verbose: cli.verbose,
+            quiet: cli.console.quiet,
+            show_progress: !cli.console.quiet && !cli.console.no_progress,
             summary_json: cli.summary_json,
             warnings,
         })
     }
 }
 
+impl FindSettings {
+    /// Validates `find`'s arguments, as `Settings::from_cli` does the main command's.
+    pub fn from_args(args: FindArgs, env: EnvSecrets) -> anyhow::Result<Self> {
+        let (server, warnings) = check_server(&args.server, args.console.verbose, env)?;
+        let rate = check_rate(args.rate, "requests")?;
+        check_concurrency(args.concurrency)?;
+        if !(1..=10_000).contains(&args.page_size) {
+            return usage(format!(
+                "--page-size {}: give 1 to 10000 users per list request",
+                args.page_size
+            ));
+        }
+        let since = (args.left_since.as_deref())
+            .map(|t| parse_time("--left-since", t))
+            .transpose()?;
+        let until = (args.left_until.as_deref())
+            .map(|t| parse_time("--left-until", t))
+            .transpose()?;
+        if let (Some(s), Some(u)) = (since, until) {
+            if u <= s {
+                return usage(format!(
+                    "--left-until {}: it must come after --left-since {}",
+                    args.left_until.unwrap_or_default(),
+                    args.left_since.unwrap_or_default()
+                ));
+            }
+        }
+        Ok(FindSettings {
+            server,
+            output: args.output,
+            since,
+            until,
+            rate,
+            concurrency: args.concurrency,
+            page_size: args.page_size,
+            quiet: args.console.quiet,
+            show_progress: !args.console.quiet && !args.console.no_progress,
+            warnings,
+        })
+    }
+}
+
+/// The flags every command shares: where the server is, the tokens (the
+/// admin's, and MAS's for a server whose logins belong to it), how requests
+/// are sent and retried, and `--verbose`. Also returns the warnings about how
+/// the tool was called.
+fn check_server(
+    args: &ServerArgs,
+    verbose: bool,
+    mut env: EnvSecrets,
+) -> anyhow::Result<(Server, Vec<String>)> {
+    let Some(raw) = &args.homeserver else {
+        return usage("--homeserver: give the server's URL (or set MATRIX_HOMESERVER)");
+    };
+    let homeserver = check_homeserver(raw, args.allow_insecure_http)?;
+    let token = read_token(args.token_file.as_deref(), env.matrix_token.take())?;
+    let mas = mas_settings(args, env)?;
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 3600.0) {
+        return usage(format!(
+            "--timeout {}: give 0 < SECONDS ≤ 3600",
+            args.timeout
+        ));
+    }
+    if args.max_attempts == 0 {
+        return usage("--max-attempts 0: give at least 1 (the first try counts)");
+    }
+    let (max_outage, warnings) = outage_flags(args)?;
+    let ca_cert = args.ca_cert.as_deref().map(read_ca_cert).transpose()?;
+    let server = Server {
+        homeserver,
+        token,
+        timeout: Duration::from_secs_f64(args.timeout),
+        retry: Policy {
+            attempts: args.max_attempts,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_outage: Some(max_outage),
+        },
+        ca_cert,
+        mas,
+        allow_insecure_http: args.allow_insecure_http,
+        verbose,
+    };
+    Ok((server, warnings))
+}
+
+/// `--rate`: `what` per second, 0 for no limit (`None`).
+fn check_rate(rate: f64, what: &str) -> anyhow::Result<Option<f64>> {
+    if !(rate.is_finite() && rate >= 0.0) {
+        return usage(format!(
+            "--rate {rate}: give a number of {what} per second, 0 or more (0 = no limit)"
+        ));
+    }
+    if rate > 0.0 && rate < 0.001 {
+        return usage(format!(
+            "--rate {rate}: too slow to be meant; the smallest is 0.001 (one per 1,000 s)"
+        ));
+    }
+    Ok((rate > 0.0).then_some(rate))
+}
+
+fn check_concurrency(n: usize) -> anyhow::Result<()> {
+    if !(1..=1024).contains(&n) {
+        return usage(format!(
+            "--concurrency {n}: give 1 to 1024 requests in flight"
+        ));
+    }
+    Ok(())
+}
+
 /// `--max-outage`, checked, and the warning for the flag it replaced.
-fn outage_flags(cli: &Cli) -> anyhow::Result<(Duration, Vec<String>)> {
-    let secs = cli.max_outage;
+fn outage_flags(args: &ServerArgs) -> anyhow::Result<(Duration, Vec<String>)> {
+    let secs = args.max_outage;
     if !(secs.is_finite() && (0.0..=MAX_OUTAGE_LIMIT).contains(&secs)) {
         return usage(format!(
             "--max-outage {secs}: give 0 ≤ SECONDS ≤ {MAX_OUTAGE_LIMIT}"
@@ -214,7 +324,7 @@ fn outage_flags(cli: &Cli) -> anyhow::Result<(Duration, Vec<String>)> {
     }
     // Accepted so that old runbooks still run; a count of requests has no
     // sensible translation into a length of time, so it is ignored.
-    let warnings = cli
+    let warnings = args
         .max_consecutive_failures
         .map(|n| {
             format!(
@@ -304,13 +414,13 @@ fn passwords(cli: &Cli) -> anyhow::Result<Passwords> {
 /// `--mas-url` and the MAS credentials: a fixed token (`--mas-token-file`, or
 /// `MAS_ADMIN_TOKEN`) or a client (`MAS_CLIENT_ID` + `MAS_CLIENT_SECRET`);
 /// never on the command line.
-fn mas_settings(cli: &Cli, env: EnvSecrets) -> anyhow::Result<MasSettings> {
-    let url = cli
+fn mas_settings(args: &ServerArgs, env: EnvSecrets) -> anyhow::Result<MasSettings> {
+    let url = args
         .mas_url
         .as_deref()
-        .map(|u| check_base_url("--mas-url", u, cli.allow_insecure_http))
+        .map(|u| check_base_url("--mas-url", u, args.allow_insecure_http))
         .transpose()?;
-    let fixed = match (&cli.mas_token_file, env.mas_token) {
+    let fixed = match (&args.mas_token_file, env.mas_token) {
         (Some(path), _) => Some(read_secret(path, "--mas-token-file")?),
         (None, Some(t)) => Some(check_secret(&t, MAS_TOKEN_ENV)?),
         (None, None) => None,
@@ -375,18 +485,19 @@ fn read_token(file: Option<&Path>, env_token: Option<String>) -> anyhow::Result<
     }
 }
 
-/// `--left-since`: Unix milliseconds, or an RFC 3339 time with its offset.
-fn parse_time(text: &str) -> anyhow::Result<i64> {
+/// A time flag (`--left-since`, `--left-until`): Unix milliseconds, or an
+/// RFC 3339 time with its offset.
+pub fn parse_time(flag: &str, text: &str) -> anyhow::Result<i64> {
     let t = text.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse::<i64>().map_err(|_| {
-            UsageError(format!("--left-since {text}: too large for a time in ms")).into()
-        });
+        return t
+            .parse::<i64>()
+            .map_err(|_| UsageError(format!("{flag} {text}: too large for a time in ms")).into());
     }
     let when = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
         .map_err(|e| {
             UsageError(format!(
-                "--left-since {text}: not an RFC 3339 time ({e}); give e.g. \
+                "{flag} {text}: not an RFC 3339 time ({e}); give e.g. \
                  2026-11-26T01:00:00Z, or Unix time in milliseconds"
             ))
         })?;
@@ -444,7 +555,7 @@ mod tests {
     #[test]
     fn base_url_keeps_its_path() {
         let s = settings(&["-H", "https://example.org/matrix/"]).unwrap();
-        assert_eq!(s.homeserver, "https://example.org/matrix");
+        assert_eq!(s.server.homeserver, "https://example.org/matrix");
     }
 
     #[test]
@@ -466,9 +577,9 @@ mod tests {
         assert!(with(&["--max-outage=-1"]).contains("--max-outage"));
         assert!(with(&["--max-outage", "inf"]).contains("--max-outage"));
         let s = settings(&["-H", "https://m.example.org"]).unwrap();
-        assert_eq!(s.retry.max_outage, Some(Duration::from_secs(300)));
+        assert_eq!(s.server.retry.max_outage, Some(Duration::from_secs(300)));
         let s = settings(&["-H", "https://m.example.org", "--max-outage", "0.5"]).unwrap();
-        assert_eq!(s.retry.max_outage, Some(Duration::from_millis(500)));
+        assert_eq!(s.server.retry.max_outage, Some(Duration::from_millis(500)));
         let s = settings(&["-H", "https://m.example.org", "--rate", "0"]).unwrap();
         assert_eq!(s.rate, None);
         let s = settings(&["-H", "https://m.example.org", "--rate", "0.5"]).unwrap();
@@ -483,21 +594,24 @@ mod tests {
         let s = settings(&[h[0], h[1], "--max-consecutive-failures", "20"]).unwrap();
         assert_eq!(s.warnings.len(), 1);
         assert!(s.warnings[0].contains("--max-outage"), "{:?}", s.warnings);
-        assert_eq!(s.retry.max_outage, Some(Duration::from_secs(300)));
+        assert_eq!(s.server.retry.max_outage, Some(Duration::from_secs(300)));
     }
 
     #[test]
     fn left_since_forms() {
-        assert_eq!(parse_time("1764118800000").unwrap(), 1_764_118_800_000);
         assert_eq!(
-            parse_time("2025-11-26T01:00:00Z").unwrap(),
+            parse_time("--left-since", "1764118800000").unwrap(),
             1_764_118_800_000
         );
         assert_eq!(
-            parse_time("2025-11-26T02:00:00+01:00").unwrap(),
+            parse_time("--left-since", "2025-11-26T01:00:00Z").unwrap(),
             1_764_118_800_000
         );
-        assert!(parse_time("yesterday").is_err());
+        assert_eq!(
+            parse_time("--left-since", "2025-11-26T02:00:00+01:00").unwrap(),
+            1_764_118_800_000
+        );
+        assert!(parse_time("--left-since", "yesterday").is_err());
         let h = ["-H", "https://m.example.org"];
         let t = usage_text(&[h[0], h[1], "--rejoin-rooms", "--left-since", "26/11/2025"]);
         assert!(t.contains("--left-since"), "{t}");
@@ -505,6 +619,90 @@ mod tests {
         assert!(settings(&[h[0], h[1], "--rejoin-rooms"]).is_err());
         let s = settings(&[h[0], h[1], "--rejoin-rooms", "--left-since", "1000"]).unwrap();
         assert_eq!(s.rejoin_rooms_since, Some(1000));
+    }
+
+    fn find_settings(args: &[&str]) -> anyhow::Result<FindSettings> {
+        let mut argv = vec![
+            "m",
+            "find",
+            "-H",
+            "https://m.example.org",
+            "-o",
+            "users.csv",
+        ];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            Some(crate::cli::Command::Find(a)) => FindSettings::from_args(a, matrix_token("syt_t")),
+            None => panic!("find parses as the subcommand"),
+        }
+    }
+
+    #[test]
+    fn find_flags_are_checked_and_name_the_flag() {
+        let s = find_settings(&[]).unwrap();
+        assert_eq!((s.rate, s.concurrency, s.page_size), (Some(20.0), 4, 500));
+        assert_eq!((s.since, s.until), (None, None));
+        let s = find_settings(&[
+            "--left-since",
+            "1000",
+            "--left-until",
+            "2026-11-26T01:00:00Z",
+        ])
+        .unwrap();
+        assert_eq!((s.since, s.until), (Some(1000), Some(1_795_654_800_000)));
+        let err = |args: &[&str]| {
+            let e = find_settings(args).err().expect("a usage error");
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
+            e.to_string()
+        };
+        assert!(err(&["--page-size", "0"]).contains("--page-size"));
+        assert!(err(&["--page-size", "10001"]).contains("--page-size"));
+        assert!(err(&["--left-until", "soon"]).contains("--left-until soon"));
+        assert!(err(&["--left-since", "2000", "--left-until", "2000"]).contains("--left-until"));
+        assert!(err(&["--rate=-1"]).contains("requests per second"));
+        assert!(err(&["--concurrency", "0"]).contains("--concurrency"));
+        // The main command's flags are not find's.
+        assert!(find_settings(&["--dry-run"]).is_err());
+    }
+
+    #[test]
+    fn find_shares_the_server_flags_mas_credentials_and_max_outage() {
+        let args = [
+            "m",
+            "find",
+            "-H",
+            "https://m.example.org",
+            "-o",
+            "u.csv",
+            "--max-outage",
+            "60",
+            "--max-consecutive-failures",
+            "3",
+            "-v",
+            "--mas-url",
+            "https://auth.m.example.org",
+        ];
+        let Some(crate::cli::Command::Find(a)) = Cli::try_parse_from(args).unwrap().command else {
+            panic!("find parses as the subcommand");
+        };
+        let env = EnvSecrets {
+            matrix_token: Some("mct_a".into()),
+            mas_client_id: Some("01ID".into()),
+            mas_client_secret: Some("sec".into()),
+            mas_token: None,
+        };
+        let s = FindSettings::from_args(a, env).unwrap();
+        assert_eq!(s.server.retry.max_outage, Some(Duration::from_secs(60)));
+        assert!(s.server.verbose);
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert_eq!(
+            s.server.mas.url.as_deref(),
+            Some("https://auth.m.example.org")
+        );
+        assert!(matches!(
+            s.server.mas.credentials,
+            Some(MasCredentials::Client { .. })
+        ));
     }
 
     #[test]
@@ -531,7 +729,7 @@ mod tests {
         .unwrap();
         let s = Settings::from_cli(cli, EnvSecrets::default()).unwrap();
         use secrecy::ExposeSecret;
-        assert_eq!(s.token.expose_secret(), "syt_abc");
+        assert_eq!(s.server.token.expose_secret(), "syt_abc");
     }
 
     #[test]
@@ -548,13 +746,16 @@ mod tests {
             mas_token: token.map(Into::into),
         };
         let s = Settings::from_cli(cli(&[]), env(None, None, None)).unwrap();
-        assert!(s.mas.credentials.is_none() && s.mas.url.is_none());
+        assert!(s.server.mas.credentials.is_none() && s.server.mas.url.is_none());
         let s = Settings::from_cli(cli(&[]), env(Some("01ID"), Some("sec"), None)).unwrap();
         assert!(
-            matches!(s.mas.credentials, Some(MasCredentials::Client { ref id, .. }) if id == "01ID")
+            matches!(s.server.mas.credentials, Some(MasCredentials::Client { ref id, .. }) if id == "01ID")
         );
         let s = Settings::from_cli(cli(&[]), env(None, None, Some("mpt_x"))).unwrap();
-        assert!(matches!(s.mas.credentials, Some(MasCredentials::Fixed(_))));
+        assert!(matches!(
+            s.server.mas.credentials,
+            Some(MasCredentials::Fixed(_))
+        ));
 
         let e = Settings::from_cli(cli(&[]), env(Some("01ID"), None, None))
             .err()

@@ -168,6 +168,27 @@ impl Http {
         self.send_prepared(req).await
     }
 
+    /// A GET whose success body is read straight into `T`, with no JSON tree
+    /// in between: for large answers (a big room's state). Its `--verbose`
+    /// line is `send`'s.
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        auth: Auth<'_>,
+    ) -> Result<T, ApiError> {
+        let mut req = self.client.get(format!("{}{}", self.base, path));
+        if let Auth::Bearer(h) = auth {
+            req = req.header(AUTHORIZATION, h.clone());
+        }
+        let read = |status, bytes: &[u8]| {
+            serde_json::from_slice(bytes).map_err(|e| ApiError::BadBody {
+                status,
+                message: format!("{e}: {}", snippet(bytes)),
+            })
+        };
+        self.exchange(req, read).await.map(|(_, body)| body)
+    }
+
     /// A request to an absolute URL (one the server itself advertised), for
     /// the cases `send` does not cover, such as form posts.
     pub fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
@@ -180,28 +201,39 @@ impl Http {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<(u16, serde_json::Value), ApiError> {
+        self.exchange(req, json_value).await
+    }
+
+    /// Sends a request, reads a success body with `read` (an error answer
+    /// becomes an `ApiError`), and prints the `--verbose` line once the
+    /// answer is read.
+    async fn exchange<T>(
+        &self,
+        req: reqwest::RequestBuilder,
+        read: impl FnOnce(u16, &[u8]) -> Result<T, ApiError>,
+    ) -> Result<(u16, T), ApiError> {
         if !self.verbose {
-            return answer(req).await;
+            let (status, bytes) = read_bytes(req.send().await).await?;
+            return read(status, bytes.as_ref()).map(|body| (status, body));
         }
         let (client, built) = req.build_split();
         let request = built.map_err(transport_error)?;
         // The path only: the base URL is known, and a query could carry a secret.
         let what = format!("{} {}", request.method(), request.url().path());
         let started = Instant::now();
-        let result = read_answer(client.execute(request).await).await;
-        eprintln!("{}", verbose_line(&what, &result, started.elapsed()));
+        let result = read_bytes(client.execute(request).await)
+            .await
+            .and_then(|(status, bytes)| read(status, bytes.as_ref()).map(|body| (status, body)));
+        let outcome = result.as_ref().map(|(status, _)| *status);
+        eprintln!("{}", verbose_line(&what, outcome, started.elapsed()));
         result
     }
 }
 
-/// The `--verbose` line of one request.
-fn verbose_line(
-    what: &str,
-    result: &Result<(u16, serde_json::Value), ApiError>,
-    latency: Duration,
-) -> String {
+/// The `--verbose` line of one request: its status, or the error.
+fn verbose_line(what: &str, result: Result<u16, &ApiError>, latency: Duration) -> String {
     let outcome = match result {
-        Ok((status, _)) => status.to_string(),
+        Ok(status) => status.to_string(),
         Err(ApiError::Http { status, .. }) => status.to_string(),
         Err(ApiError::BadBody { status, .. }) => format!("{status} (unreadable answer)"),
         // "timed out", "could not connect", …: the kind, not the whole chain.
@@ -218,12 +250,25 @@ fn verbose_line(
 
 /// Sends a prepared request and reads its answer as `send` does.
 pub async fn answer(req: reqwest::RequestBuilder) -> Result<(u16, serde_json::Value), ApiError> {
-    read_answer(req.send().await).await
+    let (status, bytes) = read_bytes(req.send().await).await?;
+    json_value(status, bytes.as_ref()).map(|v| (status, v))
 }
 
-async fn read_answer(
+/// A success body as JSON; `null` for an empty one.
+fn json_value(status: u16, bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(bytes).map_err(|_| ApiError::BadBody {
+        status,
+        message: format!("not JSON: {}", snippet(bytes)),
+    })
+}
+
+/// The status and body of a success, or the error.
+async fn read_bytes(
     sent: Result<reqwest::Response, reqwest::Error>,
-) -> Result<(u16, serde_json::Value), ApiError> {
+) -> Result<(u16, impl AsRef<[u8]>), ApiError> {
     let resp = sent.map_err(transport_error)?;
     let status = resp.status();
     let retry_after = resp
@@ -233,14 +278,7 @@ async fn read_answer(
         .and_then(parse_retry_after);
     let bytes = resp.bytes().await.map_err(transport_error)?;
     if status.is_success() {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok((status.as_u16(), serde_json::Value::Null));
-        }
-        let value = serde_json::from_slice(&bytes).map_err(|_| ApiError::BadBody {
-            status: status.as_u16(),
-            message: format!("not JSON: {}", snippet(&bytes)),
-        })?;
-        return Ok((status.as_u16(), value));
+        return Ok((status.as_u16(), bytes));
     }
     Err(http_error(status, &bytes, retry_after))
 }
@@ -376,11 +414,11 @@ mod tests {
 
     #[tokio::test]
     async fn verbose_lines_name_the_try_and_never_a_body() {
-        let ok: Result<_, ApiError> = Ok((200, serde_json::json!({"password": "secret"})));
+        // The line is made from the status alone: no body reaches it.
         let line = as_attempt(2, async {
             verbose_line(
                 "PUT /_synapse/admin/v2/users/%40a%3Ax",
-                &ok,
+                Ok(200),
                 Duration::from_millis(12),
             )
         })
@@ -389,11 +427,17 @@ mod tests {
             line,
             "request: PUT /_synapse/admin/v2/users/%40a%3Ax → 200 · attempt 2 · 12 ms"
         );
-        let refused: Result<_, ApiError> = Err(ApiError::Transport(
+        let refused = ApiError::Transport(
             "could not connect: error sending request: Connection refused".into(),
-        ));
-        let line = verbose_line("GET /x", &refused, Duration::ZERO);
+        );
+        let line = verbose_line("GET /x", Err(&refused), Duration::ZERO);
         assert_eq!(line, "request: GET /x → could not connect · 0 ms");
+        let garbled = ApiError::BadBody {
+            status: 200,
+            message: "expected value".into(),
+        };
+        let line = verbose_line("GET /y", Err(&garbled), Duration::ZERO);
+        assert_eq!(line, "request: GET /y → 200 (unreadable answer) · 0 ms");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! Modules, from the top down (no module reaches back up):
 //! - `run`: one run, open → preflight → resume → drive → finish;
+//! - `find`: the list of who to restore, read from the server (GET only);
 //! - `pipeline`: what happens to each user (`decide` plans, the rest executes);
 //! - `backend`: the account operations, on Synapse (and beside it, MAS);
 //! - `retry`, `throttle`, `stop`: the policy every request goes through;
@@ -14,6 +15,7 @@
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod find;
 pub mod fsio;
 pub mod generate;
 pub mod http;

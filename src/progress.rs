@@ -1,7 +1,8 @@
 //! Progress on stderr: a bar when stderr is a terminal, a plain line every few
 //! seconds when it is not (CI logs, runbooks piping to a file), nothing with
 //! `--quiet` or `--no-progress`. It knows counts, and how long the server has
-//! been unreachable when it is (told by the run's loop), never HTTP.
+//! been unreachable when it is (told by the command's loop), never HTTP: each
+//! command hands it a one-line brief of its own counts.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -82,6 +83,11 @@ impl Progress {
 
     /// One more input line handled; `earlier` if an earlier run had done it.
     pub fn advance(&mut self, counts: &Counts, earlier: bool) {
+        self.step(earlier, || counts.brief());
+    }
+
+    /// One more item handled; `brief` sums up the counts so far.
+    pub fn step(&mut self, earlier: bool, brief: impl FnOnce() -> String) {
         self.done += 1;
         if earlier {
             self.skipped += 1;
@@ -90,12 +96,12 @@ impl Progress {
             Mode::Silent | Mode::Hidden => {}
             Mode::Bar(bar) => {
                 bar.set_position(self.done);
-                bar.set_message(message(counts, self.outage));
+                bar.set_message(message(&brief(), self.outage));
             }
             Mode::Plain { last } => {
                 if last.elapsed() >= PLAIN_INTERVAL {
                     *last = Instant::now();
-                    self.print_line(counts);
+                    self.print_line(&brief());
                 }
             }
         }
@@ -105,6 +111,11 @@ impl Progress {
     /// still shows a line. `outage`: how long the server has been
     /// unreachable, while it is; its start and end are told once each.
     pub fn tick(&mut self, counts: &Counts, outage: Option<Duration>) {
+        self.tick_with(outage, || counts.brief());
+    }
+
+    /// `tick` for a command with counts of its own: `brief` sums them up.
+    pub fn tick_with(&mut self, outage: Option<Duration>, brief: impl FnOnce() -> String) {
         match (self.outage, outage) {
             (None, Some(_)) => self
                 .println("server unreachable: waiting for it to answer again (see --max-outage)"),
@@ -116,21 +127,21 @@ impl Progress {
         }
         self.outage = outage;
         match &mut self.mode {
-            Mode::Bar(bar) => bar.set_message(message(counts, outage)),
+            Mode::Bar(bar) => bar.set_message(message(&brief(), outage)),
             Mode::Plain { last } if last.elapsed() >= PLAIN_INTERVAL => {
                 *last = Instant::now();
-                self.print_line(counts);
+                self.print_line(&brief());
             }
             _ => {}
         }
     }
 
-    fn print_line(&self, counts: &Counts) {
-        let _ = writeln!(std::io::stderr(), "{}", self.line(counts));
+    fn print_line(&self, brief: &str) {
+        let _ = writeln!(std::io::stderr(), "{}", self.line(brief));
     }
 
     /// The plain progress line.
-    fn line(&self, counts: &Counts) -> String {
+    fn line(&self, brief: &str) -> String {
         let secs = self.start.elapsed().as_secs_f64();
         let rate = (self.done - self.skipped) as f64 / secs.max(0.001);
         let mut line = match self.total {
@@ -148,7 +159,7 @@ impl Progress {
                 line.push_str(&format!(" · ETA {}", eta((t - self.done) as f64 / rate)));
             }
         }
-        line.push_str(&format!(" · {}", message(counts, self.outage)));
+        line.push_str(&format!(" · {}", message(brief, self.outage)));
         line
     }
 
@@ -168,15 +179,14 @@ impl Progress {
     }
 }
 
-/// The counts, led by the outage while there is one.
-fn message(counts: &Counts, outage: Option<Duration>) -> String {
+/// The counts' brief, led by the outage while there is one.
+fn message(brief: &str, outage: Option<Duration>) -> String {
     match outage {
         Some(d) => format!(
-            "server unreachable for {} s, waiting · {}",
-            d.as_secs(),
-            counts.brief()
+            "server unreachable for {} s, waiting · {brief}",
+            d.as_secs()
         ),
-        None => counts.brief(),
+        None => brief.to_owned(),
     }
 }
 
@@ -200,20 +210,17 @@ mod tests {
         let mut counts = Counts::default();
         counts.add(Status::Reactivated);
         p.done = 1;
-        assert!(
-            p.line(&counts).ends_with("· reactivated 1"),
-            "{}",
-            p.line(&counts)
-        );
+        let line = |p: &Progress| p.line(&counts.brief());
+        assert!(line(&p).ends_with("· reactivated 1"), "{}", line(&p));
         p.tick(&counts, Some(Duration::from_millis(12_400)));
-        let line = p.line(&counts);
+        let line = line(&p);
         assert!(
             line.contains("progress: 1/10")
                 && line.ends_with("server unreachable for 12 s, waiting · reactivated 1"),
             "{line}"
         );
         p.tick(&counts, None);
-        assert!(!p.line(&counts).contains("unreachable"));
+        assert!(!p.line(&counts.brief()).contains("unreachable"));
     }
 
     #[test]

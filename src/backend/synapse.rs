@@ -225,15 +225,46 @@ impl SynapseClient {
         field::<Body>(status, v).map(|b| b.memberships)
     }
 
-    /// `GET /_synapse/admin/v1/rooms/{room_id}/state`: the room's current state events.
-    pub async fn room_state(&self, room_id: &str) -> Result<Vec<StateEvent>, ApiError> {
+    /// `GET /_synapse/admin/v1/rooms/{room_id}/state?type=m.room.member`: the
+    /// room's current membership events. (A server that ignores `type` sends
+    /// the whole state, which callers filter anyway.)
+    pub async fn room_members(&self, room_id: &str) -> Result<Vec<StateEvent>, ApiError> {
         #[derive(Deserialize)]
         struct Body {
             state: Vec<StateEvent>,
         }
-        let path = format!("/_synapse/admin/v1/rooms/{}/state", encode_segment(room_id));
-        let (status, v) = self.send(Method::GET, &path, None).await?;
-        field::<Body>(status, v).map(|b| b.state)
+        let path = format!(
+            "/_synapse/admin/v1/rooms/{}/state?type=m.room.member",
+            encode_segment(room_id)
+        );
+        // Read straight into events: a big room's state is large.
+        let body: Body = self.http.get(&path, Auth::Bearer(&self.auth)).await?;
+        Ok(body.state)
+    }
+
+    /// One page of the server's deactivated local users, by user ID:
+    /// `GET /_synapse/admin/v3/users?deactivated=true&locked=true&guests=false
+    /// &order_by=name&dir=f&limit=…&from=…`.
+    ///
+    /// v3 because v2's `deactivated=true` lists active users too; `locked=true`
+    /// because without it Synapse leaves out users who are also locked;
+    /// `guests=false` because a server that delegates to MAS refuses the
+    /// default (`guests=true`) with 400. `from` is the `next_token` of the page
+    /// before (none for the first).
+    pub async fn deactivated_users(
+        &self,
+        from: Option<&str>,
+        limit: u32,
+    ) -> Result<UserPage, ApiError> {
+        let mut path = format!(
+            "/_synapse/admin/v3/users?deactivated=true&locked=true&guests=false\
+             &order_by=name&dir=f&limit={limit}"
+        );
+        if let Some(token) = from {
+            path.push_str("&from=");
+            path.push_str(&encode_segment(token));
+        }
+        self.http.get(&path, Auth::Bearer(&self.auth)).await
     }
 
     /// `POST /_synapse/admin/v1/join/{room_id_or_alias}`: joins a local user;
@@ -246,7 +277,45 @@ impl SynapseClient {
     }
 }
 
-/// One state event, as far as rejoining needs it.
+/// One page of a user list.
+#[derive(Clone, Debug, Deserialize)]
+pub struct UserPage {
+    pub users: Vec<ListedUser>,
+    /// Where the next page starts; absent on the last page.
+    #[serde(default, deserialize_with = "token")]
+    pub next_token: Option<String>,
+    /// How many users match, as the server counted when it sent this page.
+    #[serde(default)]
+    pub total: Option<u64>,
+}
+
+/// A user as a list gives it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct ListedUser {
+    pub name: String,
+    #[serde(default, deserialize_with = "flag")]
+    pub deactivated: bool,
+    #[serde(default, deserialize_with = "flag")]
+    pub erased: bool,
+    #[serde(default, deserialize_with = "flag")]
+    pub locked: bool,
+}
+
+/// Synapse sends `next_token` as a string; accept a number too.
+fn token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Token {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<Token>::deserialize(d)?.map(|t| match t {
+        Token::Text(s) => s,
+        Token::Number(n) => n.to_string(),
+    }))
+}
+
+/// One state event, as far as rejoining needs it: nothing else of it is kept.
 #[derive(Clone, Debug, Deserialize)]
 pub struct StateEvent {
     #[serde(rename = "type")]
@@ -258,7 +327,23 @@ pub struct StateEvent {
     #[serde(default)]
     pub origin_server_ts: i64,
     #[serde(default)]
-    pub content: serde_json::Value,
+    pub content: StateContent,
+}
+
+/// The part of a state event's content that rejoining reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct StateContent {
+    /// A string in membership events; kept loose so that another event type
+    /// with a field of that name never makes the whole state unreadable.
+    #[serde(default)]
+    pub membership: Option<serde_json::Value>,
+}
+
+impl StateEvent {
+    /// `join`, `leave`, … for a membership event.
+    pub fn membership(&self) -> Option<&str> {
+        self.content.membership.as_ref().and_then(|m| m.as_str())
+    }
 }
 
 /// Percent-encodes a room ID or alias as one path segment.
@@ -381,5 +466,21 @@ mod tests {
         );
         let u: UserInfo = serde_json::from_str(r#"{"name": "@a:b"}"#).unwrap();
         assert!(!u.deactivated);
+    }
+
+    #[test]
+    fn user_pages_read_both_token_forms_and_the_last_page() {
+        let p: UserPage = serde_json::from_str(
+            r#"{"users": [{"name": "@a:x", "deactivated": true, "erased": 1, "locked": false}],
+                "next_token": "100", "total": 250}"#,
+        )
+        .unwrap();
+        assert_eq!(p.next_token.as_deref(), Some("100"));
+        assert_eq!(p.total, Some(250));
+        assert!(p.users[0].erased && p.users[0].deactivated && !p.users[0].locked);
+        let p: UserPage = serde_json::from_str(r#"{"users": [], "next_token": 7}"#).unwrap();
+        assert_eq!(p.next_token.as_deref(), Some("7"));
+        let p: UserPage = serde_json::from_str(r#"{"users": [], "total": 0}"#).unwrap();
+        assert_eq!(p.next_token, None);
     }
 }

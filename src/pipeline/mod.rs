@@ -31,8 +31,8 @@ use crate::stop::StopSignal;
 use crate::throttle::Throttle;
 use crate::user_id::UserId;
 
+use crate::backend::rooms::RoomCache;
 use decide::{decide, not_local, Choices, PasswordSource, Plan};
-pub use restore::RoomCache;
 
 /// The options that shape what is done to each user.
 #[derive(Clone, Debug)]

@@ -7,27 +7,13 @@
 //! rooms the input names. Kicks and bans are never undone. Each room's state is
 //! read at most once per run, however many users shared the room.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-
-use tokio::sync::OnceCell;
+use std::collections::BTreeSet;
 
 use super::{Job, Worker};
+use crate::backend::rooms::Leaves;
 use crate::backend::{Account, Accounts};
 use crate::retry::{AuthFailure, CallError};
 use crate::user_id::UserId;
-
-/// Who left each room on their own, and when: the part of a room's state that
-/// rejoining needs.
-type Leaves = Arc<HashMap<String, i64>>;
-
-/// A room's leaves once fetched, or why its state could not be read.
-type RoomSlot = Arc<OnceCell<Result<Leaves, String>>>;
-
-#[derive(Default)]
-pub struct RoomCache {
-    rooms: Mutex<HashMap<String, RoomSlot>>,
-}
 
 /// What was given back after a reactivation.
 #[derive(Default)]
@@ -182,41 +168,15 @@ impl<A: Accounts> Worker<'_, A> {
     /// Who left `room` on their own, and when, from its state: fetched once per
     /// run however many users shared the room.
     async fn leaves(&self, room: &str) -> Result<Result<Leaves, String>, Stopped> {
-        let cell = {
-            let mut map = self
-                .caches
-                .rooms
-                .rooms
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            map.entry(room.to_owned()).or_default().clone()
+        let fetch = || {
+            self.shared.retrier.call(AuthFailure::StopsRun, || {
+                self.shared.synapse.room_members(room)
+            })
         };
-        cell.get_or_try_init(|| async {
-            let state = self.shared.retrier.call(AuthFailure::StopsRun, || {
-                self.shared.synapse.room_state(room)
-            });
-            match state.await {
-                Ok(state) => {
-                    let leaves: HashMap<String, i64> = state
-                        .into_iter()
-                        .filter(|ev| ev.kind == "m.room.member")
-                        .filter(|ev| {
-                            ev.content.get("membership").and_then(|m| m.as_str()) == Some("leave")
-                        })
-                        // Left on their own (deactivation makes users leave themselves);
-                        // a kick is a leave sent by someone else.
-                        .filter_map(|ev| {
-                            let who = ev.state_key?;
-                            (who == ev.sender).then_some((who, ev.origin_server_ts))
-                        })
-                        .collect();
-                    Ok(Ok(Arc::new(leaves)))
-                }
-                Err(CallError::Row(e)) => Ok(Err(e.to_string())),
-                Err(CallError::Stopped) => Err(Stopped),
-            }
-        })
-        .await
-        .cloned()
+        match self.caches.rooms.leaves(room, fetch).await {
+            Ok(leaves) => Ok(Ok(leaves)),
+            Err(CallError::Row(e)) => Ok(Err(e.to_string())),
+            Err(CallError::Stopped) => Err(Stopped),
+        }
     }
 }

@@ -40,25 +40,29 @@ use sink::Sink;
 pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32> {
     let started = Instant::now();
     let opened = open(&settings)?;
-    let client = SynapseClient::new(
-        &settings.homeserver,
-        &settings.token,
-        settings.timeout,
-        settings.ca_cert.clone(),
-        settings.concurrency,
-    )?
-    .verbose(settings.verbose);
-    let preflight = match preflight::check(&client, &settings).await {
+    let client = settings.server.client(settings.concurrency)?;
+    let needs = preflight::Needs {
+        server: &settings.server,
+        pool: settings.concurrency,
+        server_name: settings.server_name.as_deref(),
+        memberships: settings.rejoin_rooms_since.is_some().then_some((
+            "--rejoin-rooms",
+            "Give each user's rooms in the input with --rooms-column instead",
+        )),
+        no_password: settings.passwords == Passwords::None,
+        purpose: "reactivating",
+    };
+    let preflight = match preflight::check(&client, &needs).await {
         Ok(p) => p,
         Err(e) => {
             opened.discard();
             return Err(e);
         }
     };
-    say(&settings, &preflight.describe(&settings.homeserver));
+    say(&settings, &preflight.describe(&settings.server.homeserver));
     let resumed = resume(&settings, opened, &preflight.server_name)?;
     let stop = Arc::new(StopSignal::new());
-    let retrier = Arc::new(Retrier::new(settings.retry.clone(), stop.clone()));
+    let retrier = Arc::new(Retrier::new(settings.server.retry.clone(), stop.clone()));
     let (ending, results, counts) = match &preflight.mode {
         Mode::Synapse => {
             let accounts = SynapseAccounts::new(client.clone(), retrier.clone());
@@ -245,7 +249,7 @@ async fn drive_users<A: Accounts>(
     let progress = Progress::new(
         settings.quiet,
         settings.show_progress,
-        !settings.verbose,
+        !settings.server.verbose,
         total,
     );
     let mut sink = Sink::new(results, counts, progress, stop, &journal_path);
@@ -304,7 +308,7 @@ fn finish(
     let code = summary::exit_code(&ending, &counts);
     if let Some(path) = &settings.summary_json {
         let facts = RunFacts {
-            homeserver: &settings.homeserver,
+            homeserver: &settings.server.homeserver,
             // Who held the accounts' logins.
             mode: if mas { "mas" } else { "synapse" },
         };

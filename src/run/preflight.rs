@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use crate::backend::mas::{MasClient, MasCredentials};
 use crate::backend::synapse::{ServerVersion, SynapseClient};
 use crate::config::{
-    check_base_url, Passwords, Settings, MAS_CLIENT_ID_ENV, MAS_CLIENT_SECRET_ENV, MAS_TOKEN_ENV,
+    check_base_url, Server, MAS_CLIENT_ID_ENV, MAS_CLIENT_SECRET_ENV, MAS_TOKEN_ENV,
 };
 use crate::http::ApiError;
 use crate::http::Http;
@@ -53,6 +53,25 @@ impl Preflight {
     }
 }
 
+/// What a command needs of the server, beyond an admin's token.
+pub struct Needs<'a> {
+    /// The server settings: the retry policy (the preflight tries at most 3
+    /// times), and what it takes to reach MAS on a server that delegates.
+    pub server: &'a Server,
+    /// Connections to keep to MAS (the command's concurrency).
+    pub pool: usize,
+    /// `--server-name`, when given.
+    pub server_name: Option<&'a str>,
+    /// Who needs to list the rooms a user left (a flag or a command), and what
+    /// the admin can do instead on a server that cannot.
+    pub memberships: Option<(&'a str, &'a str)>,
+    /// `--no-password`: reactivating without a password (Synapse 1.99+).
+    pub no_password: bool,
+    /// What the command needs MAS's admin API for, said when its
+    /// credentials are missing ("reactivating").
+    pub purpose: &'a str,
+}
+
 /// Sends preflight requests with a small retry budget of their own; a 401 or
 /// 403 is explained here rather than stopping a run that has not started.
 struct Checker<'a> {
@@ -82,19 +101,19 @@ impl Checker<'_> {
     }
 }
 
-/// Five requests on a server that owns its logins (one more with
-/// `--rejoin-rooms`; on a MAS server one fewer, then MAS's configuration, a
-/// token and one admin read) before any user is touched.
-pub async fn check(client: &SynapseClient, settings: &Settings) -> anyhow::Result<Preflight> {
+/// Five requests on a server that owns its logins (one more when rooms are
+/// needed; on a MAS server one fewer, then MAS's configuration, a token and
+/// one admin read) before any user is touched.
+pub async fn check(client: &SynapseClient, needs: &Needs<'_>) -> anyhow::Result<Preflight> {
     let checker = Checker {
         client,
         retrier: Retrier::new(
             Policy {
-                attempts: settings.retry.attempts.min(3),
+                attempts: needs.server.retry.attempts.min(3),
                 // A server unreachable before the run starts is a wrong URL or
                 // a server down: say so now, do not wait --max-outage for it.
                 max_outage: None,
-                ..settings.retry.clone()
+                ..needs.server.retry.clone()
             },
             Default::default(),
         ),
@@ -103,18 +122,18 @@ pub async fn check(client: &SynapseClient, settings: &Settings) -> anyhow::Resul
     let version = server_version(&checker).await?;
     let me = token_owner(&checker).await?;
     admin_check(&checker, &me).await?;
-    let mas = mas_wanted(&checker, settings).await?;
+    let mas = mas_wanted(&checker, needs).await?;
     let mode = match mas {
         None => Mode::Synapse,
         Some((url, credentials)) => {
-            Mode::Mas(Arc::new(connect_mas(settings, &url, credentials).await?))
+            Mode::Mas(Arc::new(connect_mas(needs, &url, credentials).await?))
         }
     };
-    if settings.rejoin_rooms_since.is_some() {
-        memberships_check(&checker, &me, &version).await?;
+    if let Some((who, instead)) = needs.memberships {
+        memberships_check(&checker, &me, &version, who, instead).await?;
     }
     if matches!(mode, Mode::Synapse)
-        && settings.passwords == Passwords::None
+        && needs.no_password
         && version.is_older_than(NO_PASSWORD_SINCE.0, NO_PASSWORD_SINCE.1)
     {
         bail!(
@@ -125,10 +144,10 @@ pub async fn check(client: &SynapseClient, settings: &Settings) -> anyhow::Resul
     }
     Ok(Preflight {
         version,
-        server_name: settings
+        server_name: needs
             .server_name
-            .clone()
-            .unwrap_or_else(|| me.server_name().to_owned()),
+            .unwrap_or_else(|| me.server_name())
+            .to_owned(),
         admin: me.as_str().to_owned(),
         mode,
     })
@@ -138,8 +157,9 @@ pub async fn check(client: &SynapseClient, settings: &Settings) -> anyhow::Resul
 /// credentials for it, or `None` for a server that owns its logins.
 async fn mas_wanted(
     c: &Checker<'_>,
-    settings: &Settings,
+    needs: &Needs<'_>,
 ) -> anyhow::Result<Option<(String, MasCredentials)>> {
+    let settings = needs.server;
     let url = c.url;
     let issuer = c.call(|| c.client.auth_issuer()).await.map_err(|e| {
         anyhow::anyhow!("cannot ask {url} who owns its logins (auth_metadata): {e}")
@@ -165,8 +185,9 @@ async fn mas_wanted(
     let Some(credentials) = settings.mas.credentials.clone() else {
         bail!(
             "{url} delegates its logins to Matrix Authentication Service at {mas_url}: \
-             reactivating needs MAS's admin API. Give an admin client with {MAS_CLIENT_ID_ENV} \
-             and {MAS_CLIENT_SECRET_ENV}, or a token with {MAS_TOKEN_ENV} (or --mas-token-file)"
+             {} needs MAS's admin API. Give an admin client with {MAS_CLIENT_ID_ENV} \
+             and {MAS_CLIENT_SECRET_ENV}, or a token with {MAS_TOKEN_ENV} (or --mas-token-file)",
+            needs.purpose
         );
     };
     Ok(Some((mas_url, credentials)))
@@ -174,17 +195,13 @@ async fn mas_wanted(
 
 /// Connects to MAS and proves its admin token with one read.
 async fn connect_mas(
-    settings: &Settings,
+    needs: &Needs<'_>,
     url: &str,
     credentials: MasCredentials,
 ) -> anyhow::Result<MasClient> {
-    let http = Http::new(
-        url,
-        settings.timeout,
-        settings.ca_cert.clone(),
-        settings.concurrency,
-    )?
-    .verbose(settings.verbose);
+    let settings = needs.server;
+    let http = Http::new(url, settings.timeout, settings.ca_cert.clone(), needs.pool)?
+        .verbose(settings.verbose);
     let insecure = settings.allow_insecure_http;
     let check =
         |endpoint: &str| check_base_url("MAS's token endpoint", endpoint, insecure).map(|_| ());
@@ -254,21 +271,24 @@ async fn admin_check(c: &Checker<'_>, me: &UserId) -> anyhow::Result<()> {
     }
 }
 
-/// Only with `--rejoin-rooms`: does the server list a user's past rooms at all?
+/// Only when rooms are needed (`who`: `--rejoin-rooms`, `find`): does the
+/// server list a user's past rooms at all?
 async fn memberships_check(
     c: &Checker<'_>,
     me: &UserId,
     version: &ServerVersion,
+    who: &str,
+    instead: &str,
 ) -> anyhow::Result<()> {
     let url = c.url;
     match c.call(|| c.client.memberships(me)).await {
         Ok(_) => Ok(()),
         Err(e) if e.status() == Some(404) || e.status() == Some(400) => bail!(
-            "--rejoin-rooms: Synapse {} at {url} cannot list the rooms a user left \
+            "{who}: Synapse {} at {url} cannot list the rooms a user left \
              (GET /_synapse/admin/v1/users/…/memberships answered {e}; it needs Synapse \
-             1.145 or later). Give each user's rooms in the input with --rooms-column instead",
+             1.145 or later). {instead}",
             version.text
         ),
-        Err(e) => bail!("--rejoin-rooms: cannot list {me}'s rooms on {url}: {e}"),
+        Err(e) => bail!("{who}: cannot list {me}'s rooms on {url}: {e}"),
     }
 }

@@ -138,7 +138,8 @@ pub fn resume_command(args: &[String]) -> String {
     parts.join(" ")
 }
 
-fn shell_quote(s: &str) -> String {
+/// Quotes an argument for a POSIX shell, when it needs it.
+pub fn shell_quote(s: &str) -> String {
     let safe = !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));

@@ -7,6 +7,7 @@
 
 mod cli;
 mod faults;
+mod find;
 mod input_props;
 mod interrupt;
 mod mas;
