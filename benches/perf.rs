@@ -1,4 +1,5 @@
-//! Performance benchmark: throughput, pacing, memory, a real Synapse, start-up.
+//! Performance benchmark: throughput, pacing, memory, a real Synapse, start-up,
+//! and `find` over 100,000 deactivated users.
 //!
 //! Run with `scripts/bench.sh` (which also starts a Synapse with
 //! `bcrypt_rounds: 12` for the real-server figures), or `cargo bench --bench perf`
@@ -59,6 +60,7 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     mock.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
     // Drain the body so the connection can be reused.
     let _ = req.into_body().collect().await;
@@ -70,6 +72,13 @@ async fn answer(
             .body(Full::new(Bytes::from_static(
                 br#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
             )))
+            .expect("a valid response"));
+    }
+    if let Some(body) = find_answer(&path, &query) {
+        mock.gets.fetch_add(1, Ordering::Relaxed);
+        return Ok(Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
             .expect("a valid response"));
     }
     let body: &'static [u8] = if method == Method::PUT {
@@ -91,6 +100,89 @@ async fn answer(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from_static(body)))
         .expect("a valid response"))
+}
+
+// ---------------------------------------------------------------- find's server
+
+/// Deactivated users the mock lists for `find` (`FIND_USERS` sets it).
+fn find_users() -> u64 {
+    std::env::var("FIND_USERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// Rooms of 100 users each, and ten big rooms every user was in.
+const TEAM_SIZE: u64 = 100;
+const BIG_ROOMS: u64 = 10;
+const FIND_T0: u64 = 1_795_654_800_000;
+
+/// The answers `find` needs: the v3 list in pages, each user's memberships
+/// (two rooms left), each room's member state (one own leave per member).
+fn find_answer(path: &str, query: &str) -> Option<String> {
+    let n = find_users();
+    if path == "/_synapse/admin/v3/users" {
+        let param = |k: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let (from, limit) = (param("from").unwrap_or(0), param("limit").unwrap_or(100));
+        let end = (from + limit).min(n);
+        let users: Vec<String> = (from..end)
+            .map(|i| format!(r#"{{"name":"@find{i:07}:example.org","deactivated":true,"erased":false,"locked":false,"is_guest":false,"admin":false}}"#))
+            .collect();
+        let next = if end < n {
+            format!(r#","next_token":"{end}""#)
+        } else {
+            String::new()
+        };
+        return Some(format!(
+            r#"{{"users":[{}],"total":{n}{next}}}"#,
+            users.join(",")
+        ));
+    }
+    let rest = path.strip_prefix("/_synapse/admin/v1/")?;
+    if let Some(user) = rest
+        .strip_prefix("users/")
+        .and_then(|r| r.strip_suffix("/memberships"))
+    {
+        let Some(i) = user
+            .strip_prefix("%40find")
+            .and_then(|u| u.strip_suffix("%3Aexample.org"))
+        else {
+            return Some(r#"{"memberships":{}}"#.into());
+        };
+        let i: u64 = i.parse().ok()?;
+        return Some(format!(
+            r#"{{"memberships":{{"!team{}:example.org":"leave","!big{}:example.org":"leave","!now{}:example.org":"join"}}}}"#,
+            i / TEAM_SIZE,
+            i % BIG_ROOMS,
+            i % BIG_ROOMS
+        ));
+    }
+    let room = rest
+        .strip_prefix("rooms/%21")?
+        .strip_suffix("%3Aexample.org/state")?;
+    let members: Vec<u64> = if let Some(k) = room.strip_prefix("team") {
+        let k: u64 = k.parse().ok()?;
+        (k * TEAM_SIZE..((k + 1) * TEAM_SIZE).min(n)).collect()
+    } else {
+        let k: u64 = room.strip_prefix("big")?.parse().ok()?;
+        (k..n).step_by(BIG_ROOMS as usize).collect()
+    };
+    let events: Vec<String> = members
+        .iter()
+        .map(|i| {
+            let id = format!("@find{i:07}:example.org");
+            format!(
+                r#"{{"type":"m.room.member","state_key":"{id}","sender":"{id}","origin_server_ts":{},"content":{{"membership":"leave"}},"event_id":"$e{i}","room_id":"!{room}:example.org"}}"#,
+                FIND_T0 + i
+            )
+        })
+        .collect();
+    Some(format!(r#"{{"state":[{}]}}"#, events.join(",")))
 }
 
 /// Starts the mock on its own thread and single-threaded runtime.
@@ -145,6 +237,21 @@ fn run_tool(
 ) -> Run {
     let _ = std::fs::remove_file(dir.join("out.csv"));
     let _ = std::fs::remove_file(dir.join("out.csv.journal"));
+    let mut all = vec![
+        "-H",
+        url,
+        "in.csv",
+        "-o",
+        "out.csv",
+        "--quiet",
+        "--no-progress",
+    ];
+    all.extend_from_slice(args);
+    run_measured(dir, &all, token, stop_after)
+}
+
+/// Runs the tool with exactly `args` and measures it with `wait4`.
+fn run_measured(dir: &Path, args: &[&str], token: &str, stop_after: Option<Duration>) -> Run {
     let started = Instant::now();
     // BENCH_WRAP="perf record -g -o /tmp/perf.data --" runs the tool under a profiler.
     let wrap: Vec<String> = std::env::var("BENCH_WRAP")
@@ -161,15 +268,6 @@ fn run_tool(
     let child = cmd
         .current_dir(dir)
         .env("MATRIX_ADMIN_TOKEN", token)
-        .args([
-            "-H",
-            url,
-            "in.csv",
-            "-o",
-            "out.csv",
-            "--quiet",
-            "--no-progress",
-        ])
         .args(args)
         .stdin(Stdio::null())
         .spawn()
@@ -427,6 +525,68 @@ fn startup(t: &mut Table, url: &str, mock: &Mock, dir: &Path) {
     );
 }
 
+fn find(t: &mut Table, url: &str, mock: &Mock, dir: &Path, rounds: usize) {
+    let n = find_users();
+    let rooms = n.div_ceil(TEAM_SIZE) + BIG_ROOMS;
+    let (mut rates, mut rss, mut cpus) = (vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        mock.reset();
+        let out = dir.join("found.csv");
+        let _ = std::fs::remove_file(&out);
+        let args = [
+            "find",
+            "-H",
+            url,
+            "-o",
+            "found.csv",
+            "--quiet",
+            "--no-progress",
+            "--rate",
+            "0",
+            "--concurrency",
+            "16",
+            "--page-size",
+            "1000",
+        ];
+        let r = run_measured(dir, &args, TOKEN, None);
+        assert_eq!(r.code, 0, "the find run failed");
+        let text = std::fs::read_to_string(&out).expect("find's output");
+        assert_eq!(text.lines().count() as u64, n + 1, "one row per user");
+        let requests = mock.gets.load(Ordering::SeqCst);
+        // The pages, one memberships request per user, one state per room,
+        // and the preflight's admin read and memberships probe.
+        assert_eq!(
+            requests,
+            n.div_ceil(1000) + n + rooms + 2,
+            "each room read once"
+        );
+        rates.push(n as f64 / r.wall.as_secs_f64());
+        cpus.push(r.cpu.as_secs_f64() * 1e6 / n as f64);
+        rss.push(r.max_rss_kib as f64 / 1024.0);
+        eprintln!(
+            "  find: {:.0} users/s, {:.1} µs CPU/user, {:.1} MB, {requests} GETs",
+            rates.last().unwrap(),
+            cpus.last().unwrap(),
+            rss.last().unwrap()
+        );
+    }
+    let rate = median(rates.clone());
+    let mb = median(rss.clone());
+    t.row(
+        &format!(
+            "6. find, {n} deactivated users in {rooms} rooms (2 left each), --rate 0 --concurrency 16 --page-size 1000"
+        ),
+        "≥ 5,000 users/s; peak RSS < 50 MB",
+        format!(
+            "{rate:.0} users/s (runs: {}); tool CPU {:.1} µs/user; peak RSS {mb:.1} MB (runs: {})",
+            fmt_list(&rates, 0),
+            median(cpus),
+            fmt_list(&rss, 1)
+        ),
+        rate >= 5000.0 && mb < 50.0,
+    );
+}
+
 // ---------------------------------------------------------------- real Synapse
 
 fn synapse(t: &mut Table, dir: &Path, rounds: usize) {
@@ -611,6 +771,9 @@ fn main() {
     }
     if want("synapse") {
         synapse(&mut t, &dir, rounds);
+    }
+    if want("find") {
+        find(&mut t, &url, &mock, &dir, rounds);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

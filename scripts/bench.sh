@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Performance benchmark (not part of the test suite): throughput, pacing, memory
-# and start-up against a local mock admin API, and a run against a real Synapse
-# with Synapse's default bcrypt_rounds: 12, compared with a shell loop of curl.
+# Performance benchmark (not part of the test suite): throughput, pacing, memory,
+# start-up and `find` against a local mock admin API, and a run against a real
+# Synapse with Synapse's default bcrypt_rounds: 12, compared with a shell loop of curl.
 #
-# Usage: scripts/bench.sh [startup|throughput|pacing|memory|synapse]
+# Usage: scripts/bench.sh [startup|throughput|pacing|memory|synapse|find]
 #   no argument runs every figure (about 6 minutes on 2 cores);
-#   BENCH_ROUNDS=N repeats the throughput and pacing runs N times (default 3).
+#   BENCH_ROUNDS=N repeats the throughput, pacing and find runs N times (default 3);
+#   FIND_USERS=N sets how many deactivated users find lists (default 100000);
 #   BENCH_BIN=PATH measures another build of the tool (to compare two versions).
 # Prints a Markdown table of medians; BENCHMARKS.md holds the last one recorded.
 set -euo pipefail
