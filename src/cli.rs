@@ -287,13 +287,18 @@ EXAMPLES:
   Everyone the server holds deactivated, whenever it happened:
     matrix-reactivate find -H https://matrix.example.org -o all.csv
 
+  A server whose logins belong to MAS (found by itself), as for the main command:
+    export MATRIX_ADMIN_TOKEN=mct_... MAS_CLIENT_ID=... MAS_CLIENT_SECRET=...
+    matrix-reactivate find -H https://matrix.example.org -o users.csv
+
 OUTPUT:
   A CSV created with mode 0600 (refused if it exists), one row per user, sorted
   by user ID, with the header user_id,deactivated_at,erased,rooms:
   deactivated_at  when the user was deactivated, RFC 3339 UTC to the ms.
                   Synapse does not record it: it is the time of the user's
                   latest own leave (deactivation makes the user leave every
-                  room). Empty for a user who was in no room.
+                  room). Empty for a user who was in no room. On a server
+                  whose logins belong to MAS: MAS's deactivated_at, exact.
   erased          true for a GDPR-erased user (the main command leaves them
                   alone unless --include-erased)
   rooms           the rooms to give back, room IDs separated by ; (sorted).
@@ -307,6 +312,16 @@ OUTPUT:
                   listed.
   The main command takes the file as it is: with --rooms-column rooms it joins
   each reactivated user to their rooms again.
+
+MAS:
+  On a server that delegates its logins to Matrix Authentication Service, find
+  needs MAS's admin credentials, as the main command does. It lists the users
+  MAS holds deactivated (whose deactivated_at is exact) and those Synapse holds
+  deactivated (one side can miss a deactivation the other made: a deactivation
+  through Synapse's own admin API never reaches MAS), each once. erased and the
+  rooms come from Synapse, as on any server. MAS lists by creation, not by
+  name: its list is read whole and sorted first (about 10 MB for 100,000
+  users).
 
 WINDOW:
   --left-since and --left-until keep the users whose deactivated_at is at or
@@ -322,7 +337,10 @@ REQUESTS:
   (GET /_synapse/admin/v3/users, in pages of --page-size, by user ID), each
   user's rooms (GET /_synapse/admin/v1/users/{id}/memberships, Synapse 1.145
   or later) and the member state of each room they left, read once per room
-  however many users shared it.
+  however many users shared it. On a MAS server, also MAS's list
+  (GET /api/admin/v1/users?filter[status]=deactivated, in pages of
+  --page-size) and, for a user only MAS holds deactivated, the user in
+  Synapse (GET /_synapse/admin/v2/users/{id}, for erased).
 
 EXIT CODES:
   0    the list is complete

@@ -16,6 +16,10 @@
 //!
 //! E-mail addresses go to MAS (Synapse's copy would be overwritten by MAS);
 //! rooms and profile stay with Synapse and are not this module's business.
+//!
+//! `find` reads MAS's list of deactivated users (`deactivated_users`): MAS
+//! records when it deactivated each one, to the microsecond, where Synapse
+//! records nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +93,8 @@ struct UserResource {
 #[derive(Deserialize)]
 struct UserAttributes {
     #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
     locked_at: Option<String>,
     #[serde(default)]
     deactivated_at: Option<String>,
@@ -102,6 +108,100 @@ impl From<UserDocument> for MasUser {
             locked: d.data.attributes.locked_at.is_some(),
         }
     }
+}
+
+/// A user MAS holds deactivated, as its list gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasDeactivated {
+    /// The localpart.
+    pub username: String,
+    /// When MAS deactivated the user, in Unix milliseconds.
+    pub deactivated_at: i64,
+    pub locked: bool,
+}
+
+/// One page of MAS's deactivated users, in MAS's order (by ULID, that is by
+/// creation), not by name.
+#[derive(Clone, Debug)]
+pub struct MasUserPage {
+    pub users: Vec<MasDeactivated>,
+    /// Where the next page starts (the last user's ULID); `None` on the last
+    /// page, which MAS marks by leaving out `links.next`.
+    pub next: Option<String>,
+    /// How many users match, when the page was asked to count them.
+    pub count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct UserList {
+    data: Vec<UserResource>,
+    #[serde(default)]
+    links: ListLinks,
+    #[serde(default)]
+    meta: Option<ListMeta>,
+}
+
+#[derive(Default, Deserialize)]
+struct ListLinks {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ListMeta {
+    #[serde(default)]
+    count: Option<u64>,
+}
+
+impl UserList {
+    fn into_page(self, status: u16) -> Result<MasUserPage, ApiError> {
+        let bad = |message: String| ApiError::BadBody { status, message };
+        let next = match (self.links.next, self.data.last()) {
+            (None, _) => None,
+            (Some(_), Some(last)) => Some(last.id.clone()),
+            (Some(_), None) => {
+                return Err(bad("MAS's list page is empty but names a next page".into()))
+            }
+        };
+        let users = self
+            .data
+            .into_iter()
+            .map(|u| {
+                let a = u.attributes;
+                let username = a
+                    .username
+                    .ok_or_else(|| bad(format!("MAS listed user {} without a username", u.id)))?;
+                let at = a.deactivated_at.ok_or_else(|| {
+                    bad(format!(
+                        "MAS listed {username} as deactivated without a deactivated_at"
+                    ))
+                })?;
+                let deactivated_at = unix_ms(&at).ok_or_else(|| {
+                    bad(format!(
+                        "MAS's deactivated_at of {username} is not an RFC 3339 time: {at:?}"
+                    ))
+                })?;
+                Ok(MasDeactivated {
+                    username,
+                    deactivated_at,
+                    locked: a.locked_at.is_some(),
+                })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok(MasUserPage {
+            users,
+            next,
+            count: self.meta.and_then(|m| m.count),
+        })
+    }
+}
+
+/// An RFC 3339 time in Unix milliseconds (MAS writes microseconds: the
+/// rest is dropped).
+fn unix_ms(rfc3339: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
 }
 
 /// The first path segment of the admin API.
@@ -238,6 +338,28 @@ impl MasClient {
     pub async fn check_admin(&self) -> Result<(), ApiError> {
         let path = "/users?page[first]=1&count=false";
         self.send(Method::GET, path, None).await.map(|_| ())
+    }
+
+    /// One page of the users MAS holds deactivated: `GET /users?filter[status]
+    /// =deactivated&page[first]=N&page[after]=<ULID>`, `after` the `next` of
+    /// the page before (none for the first). `count` asks MAS to count the
+    /// matches too (a query of its own in MAS's database: the first page only).
+    pub async fn deactivated_users(
+        &self,
+        after: Option<&str>,
+        first: u32,
+        count: bool,
+    ) -> Result<MasUserPage, ApiError> {
+        let mut path = format!("/users?filter[status]=deactivated&page[first]={first}");
+        if let Some(cursor) = after {
+            path.push_str("&page[after]=");
+            path.push_str(&encode(cursor));
+        }
+        if !count {
+            path.push_str("&count=false");
+        }
+        let (status, v) = self.send(Method::GET, &path, None).await?;
+        field::<UserList>(status, v)?.into_page(status)
     }
 
     /// `POST /users/{id}/{action}` for reactivate, unlock; returns the user.
@@ -513,6 +635,64 @@ mod tests {
                 locked: false
             }
         );
+    }
+
+    #[test]
+    fn list_pages_read_exact_times_and_the_cursor_only_when_a_next_page_exists() {
+        let user = |id: &str, name: &str, at: Option<&str>| {
+            serde_json::json!({"type": "user", "id": id, "attributes": {
+                "username": name, "created_at": "2026-01-01T00:00:00Z",
+                "locked_at": if name == "bob" { Some("2026-11-26T01:00:00Z") } else { None },
+                "deactivated_at": at, "admin": false, "legacy_guest": false},
+                "links": {"self": format!("/api/admin/v1/users/{id}")},
+                "meta": {"page": {"cursor": id}}})
+        };
+        let page = |data: Vec<serde_json::Value>, next: bool| {
+            let mut links = serde_json::json!({"self": "/api/admin/v1/users"});
+            if next {
+                links["next"] = "/api/admin/v1/users?page[after]=x".into();
+            }
+            let list: UserList = serde_json::from_value(serde_json::json!({
+                "data": data, "links": links, "meta": {"count": 3}}))
+            .unwrap();
+            list.into_page(200)
+        };
+        let p = page(
+            vec![
+                user("01A", "alice", Some("2026-11-26T01:00:00.123456Z")),
+                user("01B", "bob", Some("2026-11-26T02:00:00+01:00")),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(p.next.as_deref(), Some("01B"));
+        assert_eq!(p.count, Some(3));
+        assert_eq!(
+            p.users,
+            vec![
+                MasDeactivated {
+                    username: "alice".into(),
+                    deactivated_at: 1_795_654_800_123,
+                    locked: false
+                },
+                MasDeactivated {
+                    username: "bob".into(),
+                    deactivated_at: 1_795_654_800_000,
+                    locked: true
+                },
+            ]
+        );
+        let last = page(
+            vec![user("01C", "carol", Some("2026-11-26T03:00:00Z"))],
+            false,
+        );
+        assert_eq!(last.unwrap().next, None);
+        assert!(
+            page(vec![], true).is_err(),
+            "an empty page naming a next one"
+        );
+        assert!(page(vec![user("01D", "dan", None)], false).is_err());
+        assert!(page(vec![user("01E", "eve", Some("yesterday"))], false).is_err());
     }
 
     #[test]

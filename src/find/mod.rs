@@ -6,31 +6,41 @@
 //! and which rooms it took (`rule`), and writes one row per user to a file the
 //! main command takes as its input.
 //!
+//! On a server whose logins belong to MAS, MAS's list of deactivated users
+//! comes first: it says when each one was deactivated, exactly, and names
+//! users whose deactivation has not reached Synapse; Synapse's list, merged
+//! with it, names those whom MAS never heard of (deactivated through
+//! Synapse's own admin API) and says who is erased.
+//!
 //! It must never change anything on the server: every request is a GET. It
 //! holds one page of users, the users in flight and the room cache, never the
 //! whole list: pages come sorted by user ID, so rows are written as they come.
+//! MAS lists by ULID, not by name: its list is held whole and sorted (a
+//! hundred bytes or so a user, about 10 MB for 100,000), the one exception.
 
 mod list;
 pub mod output;
 pub mod rule;
 pub mod summary;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::stream::StreamExt;
-use tokio::signal::unix::{signal, SignalKind};
+use futures::stream::{Stream, StreamExt};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::backend::mas::MasClient;
 use crate::backend::synapse::ListedUser;
 use crate::config::FindSettings;
 use crate::progress::Progress;
 use crate::report::summary::Ending;
 use crate::retry::{CallError, Retrier};
-use crate::run::preflight::{self, Needs};
+use crate::run::preflight::{self, Mode, Needs};
 use crate::stop::{Stop, StopSignal};
 use crate::throttle::Throttle;
-use list::{Assessed, Lister};
+use list::{Assessed, Candidate, Lister, Lists, MasList};
 use output::{FoundFile, FoundRow};
 use rule::{judge, Place, Window};
 use summary::{FindCounts, FindSummary, FAILED_SHOWN};
@@ -64,10 +74,17 @@ pub async fn find(settings: FindSettings) -> anyhow::Result<i32> {
     say(
         &settings,
         &format!(
-            "Synapse {} at {} · admin {} · listing deactivated users",
-            checked.version.text, settings.server.homeserver, checked.admin
+            "{} · listing deactivated users",
+            checked.describe(&settings.server.homeserver)
         ),
     );
+    let mas = match &checked.mode {
+        Mode::Synapse => None,
+        Mode::Mas(mas) => Some(Source {
+            mas: mas.as_ref(),
+            server_name: &checked.server_name,
+        }),
+    };
     let stop = Arc::new(StopSignal::new());
     let retrier = Retrier::new(settings.server.retry.clone(), stop.clone());
     let throttle = Throttle::new(settings.rate, std::num::NonZeroU32::MIN);
@@ -84,7 +101,7 @@ pub async fn find(settings: FindSettings) -> anyhow::Result<i32> {
         last: None,
         stop: &stop,
     };
-    let listed = list_all(&settings, &lister, &mut sink).await;
+    let listed = list_all(&settings, &lister, &mut sink, mas.as_ref()).await;
     sink.progress.finish();
     let first_total = match listed {
         Ok(total) => total,
@@ -114,6 +131,7 @@ pub async fn find(settings: FindSettings) -> anyhow::Result<i32> {
         window,
         rooms_read: lister.rooms.len(),
         totals: (first_total, lister.last_total()),
+        mas: mas.as_ref().map(|m| m.mas.base()),
     });
     match (&ending, settings.quiet) {
         (_, false) => eprint!("{text}"),
@@ -129,37 +147,113 @@ fn say(settings: &FindSettings, msg: &str) {
     }
 }
 
-/// Reads the first page (for the total), then every user; returns the
-/// server's first count of deactivated users.
+/// MAS, on a server whose logins belong to it, and the server name that
+/// makes its usernames user IDs.
+struct Source<'a> {
+    mas: &'a MasClient,
+    server_name: &'a str,
+}
+
+/// Every candidate, in user ID order.
+type Candidates<'a> = Pin<Box<dyn Stream<Item = Result<Candidate, CallError>> + Send + 'a>>;
+
+/// Reads MAS's whole list (on a MAS server) and Synapse's first page (for
+/// the total), then every user; returns Synapse's first count of deactivated
+/// users.
 async fn list_all(
     settings: &FindSettings,
     lister: &Lister<'_>,
     sink: &mut Sink<'_>,
+    mas: Option<&Source<'_>>,
 ) -> anyhow::Result<Option<u64>> {
-    let first = match lister.page(None).await {
-        Ok(page) => page,
-        Err(CallError::Row(e)) => {
-            sink.stop.stop_run(format!(
-                "cannot list the deactivated users (GET /_synapse/admin/v3/users): {e}"
-            ));
+    let mut signals = Signals::watch()?;
+    let start = tokio::select! {
+        biased;
+        _ = signals.recv() => {
+            sink.stop.halt(Stop::Interrupted);
             return Ok(None);
         }
-        Err(CallError::Stopped) => return Ok(None),
+        start = first_pages(lister, mas) => start,
+    };
+    let (mas_list, first) = match start {
+        Ok(pages) => pages,
+        Err(Some(reason)) => {
+            sink.stop.stop_run(reason);
+            return Ok(None);
+        }
+        Err(None) => return Ok(None),
     };
     let total = first.total;
+    let mut expected = total;
+    let candidates: Candidates<'_> = match mas_list {
+        None => Box::pin(lister.synapse_candidates(first)),
+        Some(list) => {
+            let held = list.users.len() as u64;
+            sink.counts.mas_listed = Some(list.count.unwrap_or(held).max(held));
+            expected = Some(total.unwrap_or(0).max(held));
+            Box::pin(lister.merged(list.users, first))
+        }
+    };
     // --verbose lines would break a bar: plain progress lines then.
     sink.progress = Progress::new(
         settings.quiet,
         settings.show_progress,
         !settings.server.verbose,
-        total,
+        expected,
     );
-    let assessed = lister
-        .users(first)
-        .map(|listed| lister.assess(listed))
+    let assessed = candidates
+        .map(|candidate| lister.assess(candidate))
         .buffered(settings.concurrency);
-    drive(assessed, sink, lister.retrier).await?;
+    drive(assessed, sink, lister.retrier, &mut signals).await?;
     Ok(total)
+}
+
+/// MAS's list (on a MAS server), then Synapse's first page. `Err(None)`: the
+/// run is stopping; `Err(Some(reason))`: why it must.
+async fn first_pages(
+    lister: &Lister<'_>,
+    mas: Option<&Source<'_>>,
+) -> Result<(Option<MasList>, crate::backend::synapse::UserPage), Option<String>> {
+    let failed = |what: &str, e: CallError| match e {
+        CallError::Row(e) => Some(format!("cannot list the deactivated users ({what}): {e}")),
+        CallError::Stopped => None,
+    };
+    let mas_list = match mas {
+        None => None,
+        Some(source) => Some(
+            lister
+                .mas_users(source.mas, source.server_name)
+                .await
+                .map_err(|e| failed("MAS: GET /api/admin/v1/users", e))?,
+        ),
+    };
+    let first = lister
+        .page(None)
+        .await
+        .map_err(|e| failed("GET /_synapse/admin/v3/users", e))?;
+    Ok((mas_list, first))
+}
+
+/// Ctrl-C and SIGTERM, watched from before the first list request.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn watch() -> anyhow::Result<Self> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 /// Takes each user's outcome in list order until the list ends or the run
@@ -168,17 +262,15 @@ async fn drive(
     assessed: impl futures::Stream<Item = Assessed>,
     sink: &mut Sink<'_>,
     retrier: &Retrier,
+    signals: &mut Signals,
 ) -> anyhow::Result<()> {
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let stop = sink.stop;
     tokio::pin!(assessed);
     loop {
         tokio::select! {
             biased;
-            _ = sigint.recv() => stop.halt(Stop::Interrupted),
-            _ = sigterm.recv() => stop.halt(Stop::Interrupted),
+            _ = signals.recv() => stop.halt(Stop::Interrupted),
             _ = stop.stopped() => {}
             item = assessed.next() => match item {
                 Some(a) => sink.take(a)?,
@@ -209,10 +301,10 @@ struct Sink<'a> {
 impl Sink<'_> {
     fn take(&mut self, assessed: Assessed) -> anyhow::Result<()> {
         match assessed {
-            Assessed::Found { user, leaves } => {
-                if self.in_order(&user) {
+            Assessed::Found { candidate, leaves } => {
+                if self.in_order(&candidate.user) {
                     self.counts.listed += 1;
-                    self.place(&user, &leaves)?;
+                    self.place(&candidate, &leaves)?;
                 }
             }
             Assessed::Failed { user, why } => {
@@ -256,10 +348,15 @@ impl Sink<'_> {
     }
 
     /// Writes the user's row if the window keeps them, or counts why not.
-    fn place(&mut self, user: &ListedUser, leaves: &[(String, i64)]) -> anyhow::Result<()> {
+    /// MAS's deactivation time, where there is one, is exact: it is the one
+    /// written and compared with the window; the rooms come from Synapse's
+    /// leaves either way.
+    fn place(&mut self, candidate: &Candidate, leaves: &[(String, i64)]) -> anyhow::Result<()> {
+        let user = &candidate.user;
         let verdict = judge(leaves, self.window.since);
+        let deactivated_at = candidate.mas_at.or(verdict.deactivated_at);
         let c = &mut self.counts;
-        match self.window.place(verdict.deactivated_at) {
+        match self.window.place(deactivated_at) {
             Place::Before => c.before += 1,
             Place::After => c.after += 1,
             Place::Unknown => c.unknown += 1,
@@ -267,7 +364,7 @@ impl Sink<'_> {
                 self.file
                     .write(&FoundRow {
                         user_id: &user.name,
-                        deactivated_at: verdict.deactivated_at,
+                        deactivated_at,
                         erased: user.erased,
                         rooms: &verdict.rooms,
                     })
@@ -276,7 +373,12 @@ impl Sink<'_> {
                 c.erased += u64::from(user.erased);
                 c.locked += u64::from(user.locked);
                 c.rooms += verdict.rooms.len() as u64;
-                match verdict.deactivated_at {
+                match candidate.lists {
+                    Lists::MasOnly => c.mas_only += 1,
+                    Lists::SynapseOnly => c.synapse_only += 1,
+                    Lists::Synapse | Lists::Both => {}
+                }
+                match deactivated_at {
                     Some(at) => c.note_time(at),
                     None => c.no_room += 1,
                 }

@@ -42,6 +42,11 @@ pub struct FindCounts {
     pub out_of_order: u64,
     /// Active users the list gave anyway, skipped.
     pub not_deactivated: u64,
+    /// On a MAS server: how many users MAS holds deactivated; and written
+    /// rows that only one side holds deactivated (MAS's reactivation mends both).
+    pub mas_listed: Option<u64>,
+    pub mas_only: u64,
+    pub synapse_only: u64,
 }
 
 impl FindCounts {
@@ -87,6 +92,8 @@ pub struct FindSummary<'a> {
     pub rooms_read: usize,
     /// The server's count of deactivated users on the first and last page.
     pub totals: (Option<u64>, Option<u64>),
+    /// MAS's base URL, on a server whose logins belong to it.
+    pub mas: Option<&'a str>,
 }
 
 pub fn summary(s: &FindSummary) -> String {
@@ -113,9 +120,15 @@ pub fn summary(s: &FindSummary) -> String {
         }
         Ending::Complete => {}
     }
+    let mas = match (s.mas, c.mas_listed) {
+        (Some(url), Some(n)) => {
+            format!(" and its MAS at {url} ({n} there; deactivation times are MAS's, exact)")
+        }
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "Listed {} deactivated on {} in {:.1} s, reading {} rooms.",
+        "Listed {} deactivated on {}{mas} in {:.1} s, reading {} rooms.",
         users(c.listed),
         s.homeserver,
         s.elapsed.as_secs_f64(),
@@ -150,6 +163,16 @@ fn found(out: &mut String, s: &FindSummary) {
         (c.erased, "erased (GDPR)"),
         (c.locked, "also locked"),
         (c.no_room, "in no room (no time, no rooms)"),
+        (
+            c.mas_only,
+            "deactivated in MAS only (Synapse shows them active: MAS's deactivation has not \
+             reached it)",
+        ),
+        (
+            c.synapse_only,
+            "deactivated on Synapse's side only (MAS shows them active: deactivated through \
+             Synapse's admin API; the time is their last leave)",
+        ),
     ] {
         if n > 0 {
             let _ = writeln!(out, "    {n} {text}");
@@ -310,6 +333,7 @@ mod tests {
             window,
             rooms_read: 7,
             totals: (Some(10), Some(10)),
+            mas: None,
         }
     }
 
@@ -378,6 +402,29 @@ mod tests {
             "{t}"
         );
         assert_eq!(exit_code(&Ending::Complete, &counts), 0);
+    }
+
+    #[test]
+    fn a_mas_listing_names_mas_and_the_users_only_one_side_holds_deactivated() {
+        let counts = FindCounts {
+            listed: 4,
+            written: 4,
+            mas_listed: Some(3),
+            mas_only: 1,
+            synapse_only: 1,
+            ..FindCounts::default()
+        };
+        let mut s = input(&counts, &Ending::Complete, Window::default());
+        s.mas = Some("https://auth.m.example.org");
+        let t = summary(&s);
+        for needle in [
+            "Listed 4 users deactivated on https://m.example.org and its MAS at \
+             https://auth.m.example.org (3 there; deactivation times are MAS's, exact)",
+            "1 deactivated in MAS only",
+            "1 deactivated on Synapse's side only",
+        ] {
+            assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
+        }
     }
 
     #[test]

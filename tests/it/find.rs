@@ -7,6 +7,8 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, ResponseTemplate};
 
+use crate::support::mas::MasConfig;
+use crate::support::mas_world::{id, MasWorld};
 use crate::support::mock_synapse::{enc, MockSynapse, State};
 use crate::support::outage_proxy::OutageProxy;
 use crate::support::real_synapse::{synapse, tag, Synapse};
@@ -688,6 +690,290 @@ fn find_is_a_subcommand_beside_the_main_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("put find first"), "{}", stderr(&out));
     assert!(!w.path("u.csv").exists());
+}
+
+// ---------------------------------------------------------------- MAS
+
+/// A MAS world for `find`: `users` (localpart, MAS's deactivation time in µs
+/// since T0, or `None` for active) created in that order, so MAS's order (by
+/// ULID) is not the names'; each user in `leaves` left !hall on their own at
+/// the time given (ms); the admin's memberships for the preflight.
+async fn mas_find_world(users: &[(&str, Option<i64>)], leaves: &[(&str, i64)]) -> MasWorld {
+    let world = MasWorld::start(MasConfig::default()).await;
+    for &(name, at) in users {
+        world.user(name, "pw-123456", at.is_some()).await;
+        if let Some(us) = at {
+            let t0 = std::time::UNIX_EPOCH + Duration::from_millis(T0 as u64);
+            let at = t0 + Duration::from_micros(us as u64);
+            world.mas.set_deactivated_at(name, at);
+        }
+    }
+    let memberships = |who: String, rooms: Value| {
+        Mock::given(method("GET"))
+            .and(path(format!(
+                "/_synapse/admin/v1/users/{}/memberships",
+                enc(&who)
+            )))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "memberships": rooms })))
+    };
+    memberships(id("admin"), json!({}))
+        .mount(&world.synapse)
+        .await;
+    for &(name, _) in users {
+        let left = leaves.iter().any(|(n, _)| *n == name);
+        let rooms = if left {
+            json!({"!hall:example.org": "leave"})
+        } else {
+            json!({})
+        };
+        memberships(id(name), rooms).mount(&world.synapse).await;
+    }
+    let hall: Vec<Value> = leaves
+        .iter()
+        .map(|&(n, ts)| own_leave(&id(n), ts))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/_synapse/admin/v1/rooms/{}/state",
+            enc("!hall:example.org")
+        )))
+        .and(query_param("type", "m.room.member"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "state": hall })))
+        .mount(&world.synapse)
+        .await;
+    world
+}
+
+/// `find` against a MAS world, without MAS credentials (each test adds its own).
+fn mas_find(w: &Workdir, world: &MasWorld, args: &[&str]) -> assert_cmd::Command {
+    let mut c = w.cmd();
+    c.args(["find", "-H", &world.synapse.uri(), "-o", "users.csv"])
+        .args(["--no-progress", "--rate", "0", "--page-size", "2"])
+        .args(args);
+    c
+}
+
+/// MAS's list requests, in order.
+fn mas_list_requests(world: &MasWorld) -> Vec<String> {
+    world
+        .admin_requests()
+        .into_iter()
+        .filter(|r| r.contains("filter[status]=deactivated"))
+        .collect()
+}
+
+/// Every request Synapse received was a GET.
+async fn synapse_only_gets(world: &MasWorld) {
+    let requests = world.synapse.received_requests().await.unwrap_or_default();
+    assert!(!requests.is_empty());
+    for r in requests {
+        assert_eq!(r.method.as_str(), "GET", "{} {}", r.method, r.url);
+    }
+}
+
+#[tokio::test]
+async fn find_mas_lists_mas_deactivated_users_in_pages_with_mas_exact_times() {
+    // Created zoe first: MAS lists by ULID, the file is by user ID. frank was
+    // deactivated through Synapse's own API (MAS shows him active); gina's
+    // deactivation has not reached Synapse yet. Their leaves are hours after
+    // MAS's times: the file has MAS's times all the same.
+    let h = 3_600_000_000; // an hour in µs
+    let users = [
+        ("zoe", Some(6 * 60_000_000 + 1)),
+        ("bob", Some(2 * 60_000_000 + 654_321)),
+        ("alice", Some(123_456)),
+        ("carl", Some(3 * 60_000_000)),
+        ("dora", Some(4 * 60_000_000 + 999)),
+        ("erin", None),
+        ("frank", None),
+        ("gina", Some(5 * 60_000_000)),
+    ];
+    let late = T0 + 5 * h / 1000;
+    let leaves: Vec<(&str, i64)> = ["alice", "bob", "carl", "frank", "gina", "zoe"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, late + i as i64))
+        .collect();
+    let world = mas_find_world(&users, &leaves).await;
+    world.view.erased.lock().unwrap().insert("bob".into());
+    world
+        .view
+        .deactivated_here
+        .lock()
+        .unwrap()
+        .insert("frank".into());
+    world.view.active_here.lock().unwrap().insert("gina".into());
+
+    let w = Workdir::new();
+    let mut cmd = mas_find(&w, &world, &[]);
+    cmd.env("MAS_CLIENT_ID", world.mas.client_id())
+        .env("MAS_CLIENT_SECRET", world.mas.client_secret());
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let hall = "!hall:example.org";
+    let expected = [
+        HEADER.to_owned(),
+        format!("{},2026-11-26T01:00:00.123Z,false,{hall}", id("alice")),
+        format!("{},2026-11-26T01:02:00.654Z,true,{hall}", id("bob")),
+        format!("{},2026-11-26T01:03:00.000Z,false,{hall}", id("carl")),
+        format!("{},2026-11-26T01:04:00.000Z,false,", id("dora")),
+        // Synapse's side only: the time is his last leave, as on any server.
+        format!("{},2026-11-26T06:00:00.003Z,false,{hall}", id("frank")),
+        format!("{},2026-11-26T01:05:00.000Z,false,{hall}", id("gina")),
+        format!("{},2026-11-26T01:06:00.000Z,false,{hall}", id("zoe")),
+    ]
+    .join("\n")
+        + "\n";
+    assert_eq!(
+        std::fs::read_to_string(w.path("users.csv")).unwrap(),
+        expected
+    );
+
+    // MAS's list, in pages of --page-size: six users, three pages, each after
+    // the last ULID of the page before; only the first one counted.
+    let pages = mas_list_requests(&world);
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    assert!(pages
+        .iter()
+        .all(|p| p.starts_with("GET ") && p.contains("page[first]=2")));
+    assert!(!pages[0].contains("page[after]") && !pages[0].contains("count=false"));
+    let zoe = world.mas.user("zoe").unwrap().id;
+    let bob = world.mas.user("bob").unwrap().id;
+    assert!(
+        pages[1].contains(&format!("page[after]={bob}")),
+        "{pages:?}"
+    );
+    assert!(pages[2].contains("page[after]=") && pages[2].contains("count=false"));
+    assert!(!pages
+        .iter()
+        .any(|p| p.contains(&format!("page[after]={zoe}"))));
+    // Nothing but reads: GETs to MAS's admin API (the one POST is the token
+    // grant), GETs to Synapse.
+    for r in world.admin_requests() {
+        assert!(r.starts_with("GET "), "{r}");
+    }
+    let posts: Vec<_> = world
+        .mas
+        .requests()
+        .into_iter()
+        .filter(|(m, _)| m != "GET")
+        .collect();
+    assert!(
+        posts
+            .iter()
+            .all(|(m, p)| m == "POST" && p == "/oauth2/token"),
+        "{posts:?}"
+    );
+    synapse_only_gets(&world).await;
+    // Synapse's user was read for gina alone, whom Synapse's list lacks.
+    let asked: Vec<String> = world
+        .synapse
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .filter(|p| p.starts_with("/_synapse/admin/v2/users/"))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            format!("/_synapse/admin/v2/users/{}", enc(&id("admin"))),
+            format!("/_synapse/admin/v2/users/{}", enc(&id("gina"))),
+        ]
+    );
+    let err = stderr(&out);
+    for needle in [
+        "logins by MAS at",
+        "Listed 7 users deactivated on",
+        "(6 there; deactivation times are MAS's, exact)",
+        "1 deactivated in MAS only",
+        "1 deactivated on Synapse's side only",
+        "Erased users (1)",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[tokio::test]
+async fn find_mas_window_is_applied_to_mas_deactivated_at() {
+    // The window is 01:10 to 01:20. Leaves say the opposite of MAS for each
+    // user: MAS's times decide.
+    let min = 60_000_000; // a minute in µs
+    let users = [
+        ("in1", Some(10 * min)),       // at --left-since: kept
+        ("in2", Some(19 * min + 999)), // just before --left-until: kept
+        ("before", Some(9 * min)),
+        ("at_until", Some(20 * min)),
+        ("later", Some(45 * min)),
+        ("roomless", Some(15 * min)), // in no room, but MAS knows when
+    ];
+    let ms = |us: i64| T0 + us / 1000;
+    let leaves = [
+        ("in1", ms(50 * min)),
+        ("in2", ms(min)),
+        ("before", ms(15 * min)),
+        ("at_until", ms(15 * min)),
+        ("later", ms(15 * min)),
+    ];
+    let world = mas_find_world(&users, &leaves).await;
+    let token = world.mas.add_personal_token();
+    let w = Workdir::new();
+    let since = "2026-11-26T01:10:00Z";
+    let until = "2026-11-26T01:20:00Z";
+    let mut cmd = mas_find(&w, &world, &["--left-since", since, "--left-until", until]);
+    cmd.env("MAS_ADMIN_TOKEN", &token);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = std::fs::read_to_string(w.path("users.csv")).unwrap();
+    let rows = rows_of(&text, "@");
+    let names: Vec<&str> = rows.keys().map(String::as_str).collect();
+    assert_eq!(names, [id("in1"), id("in2"), id("roomless")]);
+    assert_eq!(rows[&id("in1")].0, "2026-11-26T01:10:00.000Z");
+    assert_eq!(rows[&id("in2")].0, "2026-11-26T01:19:00.000Z");
+    assert_eq!(
+        rows[&id("roomless")],
+        (
+            "2026-11-26T01:15:00.000Z".into(),
+            "false".into(),
+            String::new()
+        )
+    );
+    // Rooms still follow --left-since: in1 left after it, in2 before.
+    assert_eq!(rows[&id("in1")].2, "!hall:example.org");
+    assert_eq!(rows[&id("in2")].2, "");
+    let err = stderr(&out);
+    for needle in [
+        "deactivated before --left-since, left out: 1",
+        "deactivated at or after --left-until, left out: 2",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(!err.contains("time unknown"), "{err}");
+    assert!(!err.contains(&token), "the token is never printed");
+    // A fixed token: not one request to MAS but GETs.
+    let requests = world.mas.requests();
+    assert!(!requests.is_empty());
+    for (m, p) in requests {
+        assert_eq!(m, "GET", "{p}");
+    }
+    assert_eq!(mas_list_requests(&world).len(), 3);
+    synapse_only_gets(&world).await;
+}
+
+#[tokio::test]
+async fn find_mas_without_mas_credentials_stops_before_listing() {
+    let world = mas_find_world(&[("alice", Some(0))], &[]).await;
+    let w = Workdir::new();
+    let out = run(mas_find(&w, &world, &[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("find needs MAS's admin API") && err.contains("MAS_CLIENT_ID"),
+        "{err}"
+    );
+    assert!(!w.path("users.csv").exists());
+    assert!(mas_list_requests(&world).is_empty());
 }
 
 fn now_ms() -> i64 {

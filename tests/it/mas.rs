@@ -3,178 +3,17 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use wiremock::matchers::{header, method, path, path_regex};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::mas::{MasConfig, MasDouble, MasView, SynapseLink};
+use crate::support::mas::{MasConfig, MasDouble, SynapseLink};
+use crate::support::mas_world::{id, MasWorld};
 use crate::support::mock_synapse::user_path;
 use crate::support::real_synapse::{synapse_venv, MasSynapse};
 use crate::support::workdir::*;
-
-/// What Synapse says of a user on a MAS server: MAS's state (Synapse follows
-/// it), except where a test makes the two sides diverge.
-#[derive(Clone)]
-struct SynapseView {
-    mas: MasView,
-    server: &'static str,
-    /// Erased on Synapse's side (MAS's deactivation erases by default).
-    erased: Arc<Mutex<HashSet<String>>>,
-    /// Deactivated through Synapse's own API: MAS never heard of it.
-    deactivated_here: Arc<Mutex<HashSet<String>>>,
-}
-
-impl Respond for SynapseView {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let id = percent_decode(req.url.path().rsplit('/').next().unwrap_or(""));
-        let localpart = id
-            .strip_prefix('@')
-            .and_then(|r| r.strip_suffix(&format!(":{}", self.server)))
-            .unwrap_or("");
-        let Some(u) = self.mas.user(localpart) else {
-            return ResponseTemplate::new(404)
-                .set_body_json(json!({"errcode": "M_NOT_FOUND", "error": "User not found"}));
-        };
-        let here = self.deactivated_here.lock().unwrap().contains(localpart);
-        // Reactivation through MAS mends Synapse's side too.
-        let deactivated = u.deactivated || (here && !self.reactivated_since(localpart));
-        ResponseTemplate::new(200).set_body_json(json!({
-            "name": id,
-            "deactivated": deactivated,
-            "erased": deactivated && self.erased.lock().unwrap().contains(localpart),
-            "locked": u.locked,
-            "admin": false,
-        }))
-    }
-}
-
-impl SynapseView {
-    /// Whether MAS reactivated the user (and so called Synapse) since the
-    /// scenario was built.
-    fn reactivated_since(&self, localpart: &str) -> bool {
-        let Some(u) = self.mas.user(localpart) else {
-            return false;
-        };
-        self.mas
-            .requests()
-            .iter()
-            .any(|(m, p)| m == "POST" && p == &format!("/api/admin/v1/users/{}/reactivate", u.id))
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
-/// A MAS server: the double, and a mock Synapse that delegates to it.
-struct MasWorld {
-    mas: MasDouble,
-    synapse: MockServer,
-    view: SynapseView,
-}
-
-const SERVER: &str = "example.org";
-
-impl MasWorld {
-    async fn start(config: MasConfig) -> MasWorld {
-        let mas = MasDouble::start(config);
-        let synapse = MockServer::start().await;
-        let view = SynapseView {
-            mas: mas.view(),
-            server: SERVER,
-            erased: Arc::default(),
-            deactivated_here: Arc::default(),
-        };
-        Self::mount(&synapse, &mas.issuer()).await;
-        Mock::given(method("GET"))
-            .and(path_regex(r"^/_synapse/admin/v2/users/[^/]+$"))
-            .respond_with(view.clone())
-            .mount(&synapse)
-            .await;
-        let world = MasWorld { mas, synapse, view };
-        world.mas.add_user("admin", None, true).await;
-        world
-    }
-
-    /// The preflight's answers of a Synapse delegating to `issuer`, and no
-    /// PUT or POST to Synapse's admin API (MAS does the changes).
-    async fn mount(synapse: &MockServer, issuer: &str) {
-        let get = |p: &str, body: serde_json::Value| {
-            Mock::given(method("GET"))
-                .and(path(p.to_owned()))
-                .respond_with(ResponseTemplate::new(200).set_body_json(body))
-        };
-        get(
-            "/_synapse/admin/v1/server_version",
-            json!({"server_version": "1.163.2"}),
-        )
-        .mount(synapse)
-        .await;
-        get(
-            "/_matrix/client/v1/auth_metadata",
-            json!({
-                "issuer": issuer,
-                "token_endpoint": format!("{issuer}oauth2/token"),
-                "account_management_uri": format!("{issuer}account"),
-            }),
-        )
-        .mount(synapse)
-        .await;
-        Mock::given(method("GET"))
-            .and(path("/_matrix/client/v3/account/whoami"))
-            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .set_body_json(json!({"user_id": format!("@admin:{SERVER}")})),
-            )
-            .mount(synapse)
-            .await;
-        for verb in ["PUT", "POST"] {
-            Mock::given(method(verb))
-                .and(path_regex("^/_synapse/admin/"))
-                .respond_with(ResponseTemplate::new(500))
-                .expect(0)
-                .named(format!("{verb} to Synapse's admin API on a MAS server"))
-                .mount(synapse)
-                .await;
-        }
-    }
-
-    /// A user in MAS (and so in Synapse) with `password`, deactivated or not.
-    async fn user(&self, localpart: &str, password: &str, deactivated: bool) {
-        self.mas.add_user(localpart, Some(password), false).await;
-        if deactivated {
-            self.mas.deactivate(localpart, false).await;
-        }
-    }
-
-    /// The tool against this world, with the double's admin client.
-    fn tool(&self, w: &Workdir, args: &[&str]) -> assert_cmd::Command {
-        let mut c = w.reactivate(&self.synapse.uri(), args);
-        c.env("MAS_CLIENT_ID", self.mas.client_id())
-            .env("MAS_CLIENT_SECRET", self.mas.client_secret());
-        c
-    }
-
-    /// The admin API requests MAS received, as "METHOD path".
-    fn admin_requests(&self) -> Vec<String> {
-        self.mas
-            .requests()
-            .into_iter()
-            .filter(|(_, p)| p.starts_with("/api/admin/v1"))
-            .map(|(m, p)| format!("{m} {p}"))
-            .collect()
-    }
-}
-
-fn id(localpart: &str) -> String {
-    format!("@{localpart}:{SERVER}")
-}
 
 #[tokio::test]
 async fn mas_every_status_on_both_sides() {
@@ -596,6 +435,42 @@ async fn mas_real_synapse_end_to_end() {
     };
     assert_eq!(synapse_user("alice").await["erased"], true);
     assert_eq!(synapse_user("carol").await["deactivated"], true);
+
+    // find lists them from both sides (Synapse's list in MAS mode answers
+    // only with guests=false), with MAS's exact times where MAS has them.
+    let w = Workdir::new();
+    let mut find = w.cmd();
+    find.env("MATRIX_ADMIN_TOKEN", &admin)
+        .env("MAS_CLIENT_ID", mas.client_id())
+        .env("MAS_CLIENT_SECRET", mas.client_secret())
+        .args([
+            "find",
+            "-H",
+            &synapse.url,
+            "-o",
+            "found.csv",
+            "--no-progress",
+        ]);
+    let out = run(find).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let found = std::fs::read_to_string(w.path("found.csv")).unwrap();
+    // MAS's time cut to the ms: 2026-11-26T01:02:03.456789Z → …03.456Z.
+    let mas_ms = |u: &str| {
+        let at = mas.user(u).unwrap().deactivated_at.unwrap();
+        let at = at.trim_end_matches('Z');
+        let (secs, frac) = at.split_once('.').unwrap_or((at, ""));
+        format!("{secs}.{frac:0<3.3}Z")
+    };
+    let expected = format!(
+        "user_id,deactivated_at,erased,rooms\n\
+         @alice:localhost,{},true,\n\
+         @bob:localhost,{},true,\n\
+         @carol:localhost,,false,\n",
+        mas_ms("alice"),
+        mas_ms("bob")
+    );
+    assert_eq!(found, expected);
+    assert!(stderr(&out).contains("1 deactivated on Synapse's side only"));
 
     let w = Workdir::new();
     w.write("in.csv", "alice\nbob\ncarol\ndave\nnobody\n");

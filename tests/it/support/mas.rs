@@ -114,6 +114,8 @@ pub struct UserSnapshot {
     pub username: String,
     pub admin: bool,
     pub deactivated: bool,
+    /// `deactivated_at`, as MAS lists it (RFC 3339, to the microsecond).
+    pub deactivated_at: Option<String>,
     pub locked: bool,
     pub password: Option<String>,
     pub emails: Vec<String>,
@@ -238,6 +240,16 @@ impl MasDouble {
         .await
     }
 
+    /// Sets when MAS says the user was deactivated, as if it had happened
+    /// then: for scenarios that need a deactivation at a given time.
+    pub fn set_deactivated_at(&self, localpart: &str, at: SystemTime) {
+        let id = self.id_of(localpart);
+        let mut st = self.inner.state();
+        let u = st.users.get_mut(&id).expect("a known user");
+        assert!(u.deactivated_at.is_some(), "{localpart} is not deactivated");
+        u.deactivated_at = Some(at);
+    }
+
     /// Locks as MAS's admin API does (and tells Synapse, which MAS does in a job).
     pub async fn lock(&self, localpart: &str) {
         let inner = self.inner.clone();
@@ -276,6 +288,15 @@ impl MasView {
         self.inner.state().requests.clone()
     }
 
+    /// Every user MAS holds, in MAS's order (by ULID).
+    pub fn users(&self) -> Vec<UserSnapshot> {
+        let names: Vec<String> = {
+            let st = self.inner.state();
+            st.users.values().map(|u| u.username.clone()).collect()
+        };
+        names.iter().filter_map(|n| self.user(n)).collect()
+    }
+
     /// The user as MAS holds it, `None` if there is no such username.
     pub fn user(&self, localpart: &str) -> Option<UserSnapshot> {
         let st = self.inner.state();
@@ -285,6 +306,7 @@ impl MasView {
             username: u.username.clone(),
             admin: u.admin,
             deactivated: u.deactivated_at.is_some(),
+            deactivated_at: u.deactivated_at.map(rfc3339),
             locked: u.locked_at.is_some(),
             password: u.password.clone(),
             emails: st
