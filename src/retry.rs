@@ -293,17 +293,21 @@ impl Retrier {
             return Next::Give(CallError::Stopped);
         }
         tries.outage_waits += 1;
-        let factor = 1u32 << tries.outage_waits.saturating_sub(1).min(16);
-        let step = (OUTAGE_FIRST_WAIT * factor).min(OUTAGE_MAX_WAIT);
+        let step = backoff(OUTAGE_FIRST_WAIT, OUTAGE_MAX_WAIT, tries.outage_waits);
         // Never wait past the deadline: the stop comes on time.
         Next::Retry((step / 2 + jitter(step / 2)).min(max - lasted))
     }
 
-    /// The back-off ceiling before attempt `n + 1`: base × 2^(n-1), capped.
+    /// The back-off ceiling before attempt `n + 1`.
     fn step(&self, n: u32) -> Duration {
-        let factor = 1u32 << n.saturating_sub(1).min(16);
-        (self.policy.base_delay * factor).min(self.policy.max_delay)
+        backoff(self.policy.base_delay, self.policy.max_delay, n)
     }
+}
+
+/// The `n`th step of an exponential back-off: `first` × 2^(n-1), capped at `max`.
+fn backoff(first: Duration, max: Duration, n: u32) -> Duration {
+    let factor = 1u32 << n.saturating_sub(1).min(16);
+    (first * factor).min(max)
 }
 
 enum Class {

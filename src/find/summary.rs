@@ -72,13 +72,9 @@ impl FindCounts {
     }
 }
 
+/// Exit code 3 when a user had to be left out of the file.
 pub fn exit_code(ending: &Ending, counts: &FindCounts) -> i32 {
-    match ending {
-        Ending::Fatal(_) => 1,
-        Ending::Interrupted => 130,
-        Ending::Complete if counts.failed > 0 => 3,
-        Ending::Complete => 0,
-    }
+    crate::report::summary::code(ending, counts.failed > 0)
 }
 
 /// What the summary needs besides the counts.

@@ -73,20 +73,13 @@ fn stopped(reason: &str, message: &str, s: &SummaryInput) -> Value {
 mod tests {
     use super::*;
     use crate::report::Counts;
-    use std::path::Path;
     use std::time::Duration;
 
+    /// The summary tests' input, with an elapsed time that shows its decimals.
     fn input<'a>(c: &'a Counts, ending: &'a Ending) -> SummaryInput<'a> {
         SummaryInput {
-            counts: c,
-            ending,
             elapsed: Duration::from_millis(12_345),
-            results: Path::new("out.csv"),
-            dry_run: false,
-            resume_command: "matrix-reactivate in.csv -o out.csv --resume",
-            sets_passwords: true,
-            mas: false,
-            gives_back_rooms: false,
+            ..crate::report::summary::tests::input(c, ending)
         }
     }
 

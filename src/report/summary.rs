@@ -18,10 +18,16 @@ pub enum Ending {
 
 /// The exit code for a run that got as far as processing users.
 pub fn exit_code(ending: &Ending, counts: &Counts) -> i32 {
+    code(ending, counts.needs_attention() > 0)
+}
+
+/// The exit code of any command: 1 stopped, 130 interrupted, 3 finished with
+/// something that needs attention, 0 finished.
+pub fn code(ending: &Ending, needs_attention: bool) -> i32 {
     match ending {
         Ending::Fatal(_) => 1,
         Ending::Interrupted => 130,
-        Ending::Complete if counts.needs_attention() > 0 => 3,
+        Ending::Complete if needs_attention => 3,
         Ending::Complete => 0,
     }
 }
@@ -257,7 +263,7 @@ fn next_steps(s: &SummaryInput) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::ResultRow;
 
@@ -296,7 +302,7 @@ mod tests {
         assert_eq!(exit_code(&Ending::Fatal("x".into()), &c), 1);
     }
 
-    fn input<'a>(c: &'a Counts, ending: &'a Ending) -> SummaryInput<'a> {
+    pub(crate) fn input<'a>(c: &'a Counts, ending: &'a Ending) -> SummaryInput<'a> {
         SummaryInput {
             counts: c,
             ending,
