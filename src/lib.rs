@@ -27,6 +27,7 @@ pub mod progress;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod source;
 pub mod stop;
 pub mod throttle;
 pub mod user_id;

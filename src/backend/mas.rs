@@ -31,10 +31,12 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::act_as::UserSession;
 use super::synapse::SynapseClient;
 use super::{Account, Accounts, Lookup};
 use crate::http::{bearer, field, ApiError, Auth, Http};
 use crate::retry::{AuthFailure, CallError, Retrier};
+use crate::source::Threepid;
 use crate::user_id::UserId;
 
 /// How the tool gets its MAS admin token.
@@ -581,26 +583,30 @@ impl Accounts for MasAccounts {
             .map(|_| ())
     }
 
-    /// Only the addresses the user does not have yet: MAS answers 409 for an
-    /// address already in use, and a resumed run may have added some.
-    async fn add_emails(
+    async fn threepids(&self, _: &UserId, _: &Account) -> Result<Vec<Threepid>, CallError> {
+        todo!("threepids")
+    }
+
+    async fn add_threepids(
         &self,
-        user: &UserId,
-        account: &Account,
-        emails: &[String],
+        _: &UserId,
+        _: &Account,
+        _: &[Threepid],
     ) -> Result<(), CallError> {
-        let id = self.handle(user, account)?;
-        let have = self
-            .call(AuthFailure::StopsRun, || self.mas.emails(id))
-            .await?;
-        for email in emails {
-            if have.iter().any(|h| h.eq_ignore_ascii_case(email)) {
-                continue;
-            }
-            self.call(AuthFailure::StopsRun, || self.mas.add_email(id, email))
-                .await?;
-        }
-        Ok(())
+        todo!("add_threepids")
+    }
+
+    async fn act_as(
+        &self,
+        _: &UserId,
+        _: &Account,
+        _: std::time::Duration,
+    ) -> Result<UserSession, CallError> {
+        todo!("act_as")
+    }
+
+    async fn end_acting(&self, _: UserSession) -> Result<(), CallError> {
+        todo!("end_acting")
     }
 }
 

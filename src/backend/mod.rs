@@ -7,12 +7,17 @@
 //! module, so the pipeline's decisions never learn which backend it talks to.
 //! A backend never learns about rows, results or the progress display.
 
+pub mod act_as;
 pub mod mas;
 pub mod rooms;
 pub mod synapse;
 
+use std::time::Duration;
+
 use crate::retry::CallError;
+use crate::source::Threepid;
 use crate::user_id::UserId;
+use act_as::UserSession;
 
 /// What the servers say about one account.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,11 +63,29 @@ pub trait Accounts {
     /// Unlocks an active user, changing nothing else.
     async fn unlock(&self, user: &UserId, account: &Account) -> Result<(), CallError>;
 
-    /// Gives back e-mail addresses that deactivation removed.
-    async fn add_emails(
+    /// The user's e-mail addresses and phone numbers as the backend holds them now.
+    async fn threepids(&self, user: &UserId, account: &Account)
+        -> Result<Vec<Threepid>, CallError>;
+
+    /// Gives back e-mail addresses and phone numbers that deactivation
+    /// removed, keeping every one the account has now (a union, never a
+    /// replacement).
+    async fn add_threepids(
         &self,
         user: &UserId,
         account: &Account,
-        emails: &[String],
+        threepids: &[Threepid],
     ) -> Result<(), CallError>;
+
+    /// A token to act as a reactivated user, valid for `lifetime` at most
+    /// (Synapse's puppet login, MAS's personal session).
+    async fn act_as(
+        &self,
+        user: &UserId,
+        account: &Account,
+        lifetime: Duration,
+    ) -> Result<UserSession, CallError>;
+
+    /// Ends a session at once (logout, or revoke).
+    async fn end_acting(&self, session: UserSession) -> Result<(), CallError>;
 }

@@ -13,6 +13,7 @@ use super::{Job, Worker};
 use crate::backend::rooms::Leaves;
 use crate::backend::{Account, Accounts};
 use crate::retry::{AuthFailure, CallError};
+use crate::source::Threepid;
 use crate::user_id::UserId;
 
 /// What was given back after a reactivation.
@@ -73,10 +74,20 @@ impl<A: Accounts> Worker<'_, A> {
             }
         }
         if !r.emails.is_empty() {
+            let emails: Vec<Threepid> = r
+                .emails
+                .iter()
+                .map(|address| Threepid {
+                    medium: "email".into(),
+                    address: address.clone(),
+                    validated_at: None,
+                    added_at: None,
+                })
+                .collect();
             let added = self
                 .shared
                 .accounts
-                .add_emails(&job.user, account, &r.emails);
+                .add_threepids(&job.user, account, &emails);
             match added.await {
                 Ok(()) => {}
                 Err(CallError::Stopped) => return Err(Stopped),
