@@ -7,6 +7,8 @@
 #   scripts/synapse.sh restart [--dir DIR]   stop it (if running) and start it again, same port and data
 #   scripts/synapse.sh status [--dir DIR]    exit 0 if the server in DIR is running
 #   start --mas-endpoint URL --mas-secret S  a server that delegates auth to MAS at URL
+#   start --postgres URL                     a server whose database is PostgreSQL at URL
+#   start --server-name NAME                 a server named NAME (default localhost)
 #
 # DIR defaults to target/synapse in the repository. `start` wipes DIR first: every
 # start is a new server with an empty SQLite database, listening on a free loopback
@@ -20,6 +22,14 @@
 #   SYNAPSE_ADMIN_USER=@admin:localhost
 #   SYNAPSE_ADMIN_PASSWORD=...
 #   SYNAPSE_PID=...
+#   SYNAPSE_DB_PATH=DIR/homeserver.db        (SQLite, the default)
+#
+# With --postgres postgresql://USER@HOST[:PORT]/ the database is a new PostgreSQL
+# database `synapse_<random>` that the script creates there (UTF8, C collation, as
+# Synapse requires), logging in as USER with PGPASSWORD (or ~/.pgpass), which also
+# goes into homeserver.yaml (mode 0600). A database name in URL is ignored. DIR/env
+# then holds SYNAPSE_DB_NAME and SYNAPSE_DB_URL (the URL of that database, without
+# password) instead of SYNAPSE_DB_PATH. `scripts/postgres.sh` starts such a server.
 #
 # With --mas-endpoint and --mas-secret the server delegates authentication to the
 # Matrix Authentication Service (or a test double of it) at URL, sharing secret S:
@@ -38,13 +48,16 @@
 set -euo pipefail
 
 SYNAPSE_VERSION="1.163.2"
+# Synapse's PostgreSQL driver, as a wheel that needs neither a compiler nor libpq-dev.
+PSYCOPG2="psycopg2-binary==2.9.10"
 SERVER_NAME="localhost"
 ADMIN_LOCALPART="admin"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_DIR="${MATRIX_REACTIVATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/matrix-reactivate}"
 VENV="$CACHE_DIR/synapse-$SYNAPSE_VERSION"
-MARKER="$VENV/.install-complete"
+# Renamed whenever the virtualenv gains a package, so an older cache gets it too.
+MARKER="$VENV/.install-complete-2"
 BASE_PYTHON="${SYNAPSE_PYTHON:-python3}"
 BCRYPT_ROUNDS="${SYNAPSE_BCRYPT_ROUNDS:-4}"
 START_TIMEOUT="${SYNAPSE_START_TIMEOUT:-120}"
@@ -53,6 +66,8 @@ DIR_MARKER=".matrix-reactivate-synapse"
 # Set by `start --mas-endpoint URL --mas-secret SECRET`: delegate authentication to MAS.
 MAS_ENDPOINT=""
 MAS_SECRET=""
+# Set by `start --postgres URL`: the PostgreSQL server to create the database on.
+PG_URL=""
 
 # Seconds since $1 (an $EPOCHREALTIME or $SECONDS value), with one decimal when possible.
 elapsed() {
@@ -64,7 +79,7 @@ log() { printf 'synapse.sh: %s\n' "$*" >&2; }
 die() { printf 'synapse.sh: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit "${1:-2}"
 }
 
@@ -85,6 +100,7 @@ from importlib.metadata import version
 assert synapse.__version__ == sys.argv[1], synapse.__version__
 assert version("matrix-synapse") == sys.argv[1]
 import synapse.app.homeserver  # noqa: F401  (pulls in every runtime dependency)
+import psycopg2  # noqa: F401  (for servers on PostgreSQL)
 EOF
 }
 
@@ -95,6 +111,15 @@ install_venv_locked() {
         printf '%s\n' "$SYNAPSE_VERSION" >"$MARKER"
         return 0
     fi
+    if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import synapse.app.homeserver' >/dev/null 2>&1; then
+        # A cache from before PostgreSQL support: add the driver, keep the rest.
+        log "adding $PSYCOPG2 to $VENV"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$PSYCOPG2" \
+            || die "pip install $PSYCOPG2 failed"
+        venv_works || die "$VENV does not import after adding $PSYCOPG2"
+        printf '%s\n' "$SYNAPSE_VERSION" >"$MARKER"
+        return 0
+    fi
     require_python
     log "installing matrix-synapse==$SYNAPSE_VERSION into $VENV"
     local started=$SECONDS
@@ -102,8 +127,8 @@ install_venv_locked() {
     "$BASE_PYTHON" -m venv "$VENV" \
         || die "'$BASE_PYTHON -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "matrix-synapse==$SYNAPSE_VERSION" \
-        || die "pip install matrix-synapse==$SYNAPSE_VERSION failed"
+        "matrix-synapse==$SYNAPSE_VERSION" "$PSYCOPG2" \
+        || die "pip install matrix-synapse==$SYNAPSE_VERSION $PSYCOPG2 failed"
     venv_works || die "matrix-synapse $SYNAPSE_VERSION was installed but does not import"
     printf '%s\n' "$SYNAPSE_VERSION" >"$MARKER"
     log "installed in $((SECONDS - started)) s"
@@ -209,6 +234,80 @@ print(port, token(32), token(32), token(32), token(24))
 EOF
 }
 
+# The PostgreSQL database of the server (set by create_pg_database): connection and name.
+PG_USER=""
+PG_HOST=""
+PG_PORT=""
+DB_NAME=""
+
+# $1 = URL: creates a new database for Synapse there and sets PG_USER, PG_HOST, PG_PORT
+# and DB_NAME. The password comes from PGPASSWORD or ~/.pgpass, as libpq takes it.
+create_pg_database() {
+    local out
+    out="$("$VENV/bin/python" - "$1" <<'EOF'
+import secrets, sys, urllib.parse
+import psycopg2
+
+url = sys.argv[1]
+def fail(msg):
+    print(f"synapse.sh: error: --postgres {url}: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+u = urllib.parse.urlsplit(url)
+if u.scheme not in ("postgresql", "postgres"):
+    fail("expected postgresql://USER@HOST[:PORT]/")
+if u.password is not None:
+    fail("the URL carries a password: give it in PGPASSWORD instead")
+user, host = urllib.parse.unquote(u.username or ""), u.hostname or ""
+if not user or not host:
+    fail("the URL needs a user and a host")
+try:
+    port = u.port or 5432
+except ValueError:
+    fail("the port is not a number")
+name = "synapse_" + secrets.token_hex(5)
+try:
+    conn = psycopg2.connect(host=host, port=port, user=user, dbname="postgres", connect_timeout=10)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        # What Synapse checks at start-up (synapse/storage/engines/postgres.py).
+        cur.execute(f"CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' "
+                    "TEMPLATE template0")
+    conn.close()
+except psycopg2.Error as e:
+    fail(f"creating the database: {str(e).strip()}")
+print(user, host, port, name)
+EOF
+)" || exit 1
+    read -r PG_USER PG_HOST PG_PORT DB_NAME <<<"$out"
+    [[ "$PG_USER$PG_HOST" =~ ^[A-Za-z0-9._-]+$ ]] \
+        || die "--postgres: user and host may hold only letters, digits and ._- (got $PG_USER@$PG_HOST)"
+    [[ "${PGPASSWORD:-}" != *[\"\\]* ]] || die "PGPASSWORD must not hold \" or \\"
+}
+
+# The `database:` section of homeserver.yaml for DIR: SQLite in DIR, or the
+# PostgreSQL database made by create_pg_database.
+database_config() {
+    if [[ -z "$DB_NAME" ]]; then
+        printf 'database:\n  name: sqlite3\n  args:\n    database: "%s"\n' "$1/homeserver.db"
+        return 0
+    fi
+    printf 'database:\n  name: psycopg2\n  args:\n'
+    printf '    user: "%s"\n    host: "%s"\n    port: %s\n    dbname: "%s"\n' \
+        "$PG_USER" "$PG_HOST" "$PG_PORT" "$DB_NAME"
+    [[ -z "${PGPASSWORD:-}" ]] || printf '    password: "%s"\n' "$PGPASSWORD"
+    printf '    cp_min: 1\n    cp_max: 10\n'
+}
+
+# The database as bootstrap() reads it: the SQLite file, or a URL without password.
+database_locator() {
+    if [[ -z "$DB_NAME" ]]; then
+        printf '%s\n' "$1/homeserver.db"
+    else
+        printf 'postgresql://%s@%s:%s/%s\n' "$PG_USER" "$PG_HOST" "$PG_PORT" "$DB_NAME"
+    fi
+}
+
 write_config() {
     local dir="$1" port="$2" shared="$3" macaroon="$4" form="$5"
     local rl="{per_second: 10000, burst_count: 10000}"
@@ -223,6 +322,8 @@ write_config() {
 password_config:
   enabled: false"
     fi
+    # It may hold the database password.
+    (umask 077 && : >"$dir/homeserver.yaml")
     cat >"$dir/homeserver.yaml" <<EOF
 # Generated by scripts/synapse.sh for local tests. Not for production.
 server_name: "$SERVER_NAME"
@@ -236,10 +337,7 @@ listeners:
     resources:
       - names: [client]
         compress: false
-database:
-  name: sqlite3
-  args:
-    database: "$dir/homeserver.db"
+$(database_config "$dir")
 media_store_path: "$dir/media_store"
 signing_key_path: "$dir/localhost.signing.key"
 trusted_key_servers: []
@@ -302,6 +400,28 @@ import hashlib, hmac, json, os, sqlite3, sys, time, urllib.error, urllib.parse, 
 url, pid, shared, user, password, timeout, database, mode = sys.argv[1:9]
 pid, deadline = int(pid), time.monotonic() + float(timeout)
 
+# Rows left in the background_updates table, -1 if it cannot be read (yet). The
+# database is a SQLite file or a PostgreSQL URL (password from PGPASSWORD).
+def pending_updates():
+    query = "SELECT COUNT(*) FROM background_updates"
+    if database.startswith("postgresql://"):
+        import psycopg2
+        try:
+            conn = psycopg2.connect(database, connect_timeout=5)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(query)
+                    return cur.fetchone()[0]
+            finally:
+                conn.close()
+        except psycopg2.Error:
+            return -1
+    try:
+        with sqlite3.connect(f"file:{urllib.parse.quote(database)}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute(query).fetchone()[0]
+    except sqlite3.Error:
+        return -1
+
 def fail(msg, code=1):
     print(f"synapse.sh: error: {msg}", file=sys.stderr)
     sys.exit(code)
@@ -354,12 +474,7 @@ while True:
 # an empty queue table means every background update has finished.
 if mode == "mas":
     while True:
-        pending = -1
-        try:
-            with sqlite3.connect(f"file:{urllib.parse.quote(database)}?mode=ro", uri=True, timeout=5) as db:
-                pending = db.execute("SELECT COUNT(*) FROM background_updates").fetchone()[0]
-        except sqlite3.Error:
-            pass
+        pending = pending_updates()
         if pending == 0:
             sys.exit(0)
         if not alive():
@@ -396,13 +511,6 @@ token = body["access_token"]
 # 4. Background updates of the fresh database are done (until then reactivating a user can
 # answer 500). The status API alone is not enough: between two updates it shows none
 # running, so also wait until the queue table in the database is empty.
-def pending_updates():
-    try:
-        with sqlite3.connect(f"file:{urllib.parse.quote(database)}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM background_updates").fetchone()[0]
-    except sqlite3.Error:
-        return -1
-
 while True:
     pending = pending_updates()
     if pending == 0:
@@ -455,6 +563,15 @@ while True:
 EOF
 }
 
+# The env lines that say where the server's database is.
+database_env() {
+    if [[ -z "$DB_NAME" ]]; then
+        printf 'SYNAPSE_DB_PATH=%s\n' "$1/homeserver.db"
+    else
+        printf 'SYNAPSE_DB_NAME=%s\nSYNAPSE_DB_URL=%s\n' "$DB_NAME" "$(database_locator "$1")"
+    fi
+}
+
 cmd_restart() {
     local dir="$1" t0="${EPOCHREALTIME:-$SECONDS}" url pid rc=0
     [[ -f "$dir/homeserver.yaml" && -f "$dir/env" && -f "$dir/$DIR_MARKER" ]] \
@@ -490,6 +607,7 @@ cmd_start() {
     # The old server's data is wiped next anyway: no need to wait for a clean shutdown.
     stop_server "$dir" 0
     prepare_dir "$dir"
+    [[ -z "$PG_URL" ]] || create_pg_database "$PG_URL"
 
     local attempt port shared macaroon form password pid token rc
     for attempt in 1 2 3; do
@@ -501,7 +619,7 @@ cmd_start() {
 
         rc=0
         token="$(bootstrap "http://127.0.0.1:$port" "$pid" "$shared" "$ADMIN_LOCALPART" \
-            "$password" "$START_TIMEOUT" "$dir/homeserver.db" "${MAS_ENDPOINT:+mas}")" || rc=$?
+            "$password" "$START_TIMEOUT" "$(database_locator "$dir")" "${MAS_ENDPOINT:+mas}")" || rc=$?
         [[ $rc -eq 0 ]] && break
 
         if [[ $rc -eq 3 && $attempt -lt 3 ]] && grep -q 'Address already in use' "$dir/homeserver.log"; then
@@ -525,6 +643,7 @@ SYNAPSE_URL=http://127.0.0.1:$port
 SYNAPSE_SERVER_NAME=$SERVER_NAME
 SYNAPSE_PID=$pid
 SYNAPSE_PYTHON_BIN=$VENV/bin/python
+$(database_env "$dir")
 EOF
         )
         chmod 600 "$envfile.tmp"
@@ -542,6 +661,7 @@ SYNAPSE_ADMIN_USER=@$ADMIN_LOCALPART:$SERVER_NAME
 SYNAPSE_ADMIN_PASSWORD=$password
 SYNAPSE_PID=$pid
 SYNAPSE_PYTHON_BIN=$VENV/bin/python
+$(database_env "$dir")
 EOF
     )
     chmod 600 "$envfile.tmp"
@@ -589,6 +709,19 @@ main() {
                 MAS_SECRET="${1#--mas-secret=}"
                 shift
                 ;;
+            --postgres | --server-name)
+                [[ $# -ge 2 ]] || die "$1 needs a value"
+                if [[ "$1" == --postgres ]]; then PG_URL="$2"; else SERVER_NAME="$2"; fi
+                shift 2
+                ;;
+            --postgres=*)
+                PG_URL="${1#--postgres=}"
+                shift
+                ;;
+            --server-name=*)
+                SERVER_NAME="${1#--server-name=}"
+                shift
+                ;;
             -h | --help) usage 0 ;;
             *) die "unknown argument: $1" ;;
         esac
@@ -604,6 +737,12 @@ main() {
         [[ "$MAS_SECRET" =~ ^[A-Za-z0-9._~+/=-]+$ ]] \
             || die "--mas-secret may hold only letters, digits and ._~+/=-"
     fi
+    if [[ -n "$PG_URL" || "$SERVER_NAME" != localhost ]]; then
+        [[ "$cmd" == start ]] || die "--postgres and --server-name only go with start"
+    fi
+    # Written into YAML double-quoted strings and into user IDs.
+    [[ "$SERVER_NAME" =~ ^[A-Za-z0-9.-]+(:[0-9]+)?$ ]] \
+        || die "--server-name must be a host name (letters, digits, . and -), got '$SERVER_NAME'"
     if [[ "$cmd" == start ]]; then mkdir -p "$(dirname "$dir")"; fi
     if [[ -d "$(dirname "$dir")" ]]; then
         dir="$(cd "$(dirname "$dir")" && pwd)/$(basename "$dir")"

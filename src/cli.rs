@@ -85,6 +85,7 @@ WHO TO REACTIVATE:
     // checked in `config` (a flag shared with find cannot name --generate).
     override_usage = "matrix-reactivate [OPTIONS] -H <URL> -o <PATH> <INPUT>\n       \
                       matrix-reactivate find [OPTIONS] -H <URL> -o <PATH>\n       \
+                      matrix-reactivate snapshot [OPTIONS] -H <URL> -o <PATH> [INPUT]\n       \
                       matrix-reactivate --generate <KIND>",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
@@ -161,6 +162,18 @@ pub struct Cli {
     /// Also unlock locked users (a locked active user is otherwise left alone)
     #[arg(long)]
     pub unlock: bool,
+
+    /// Give back what deactivation deleted, from a snapshot file, a Synapse SQLite
+    /// database backup, or postgresql://USER@HOST[:PORT]/DBNAME
+    ///
+    /// After each reactivation: e-mail addresses and phone numbers, display name
+    /// and avatar, the rooms the user was in, account data (DMs, ignore list, room
+    /// tags, recovery setup, settings), push rules, and the newest key backup, as
+    /// far as the account lacks them now (nothing it has is replaced). Databases
+    /// are opened read-only; PostgreSQL's password comes from PGPASSWORD or
+    /// ~/.pgpass, never from the URL.
+    #[arg(long, value_name = "SOURCE")]
+    pub restore_from: Option<String>,
 
     /// Also write the summary as JSON to this file, for runbooks and scripts
     ///
@@ -272,6 +285,7 @@ pub struct ConsoleArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Find(FindArgs),
+    Snapshot(SnapshotArgs),
 }
 
 const FIND_AFTER_LONG_HELP: &str = "\
@@ -386,6 +400,94 @@ pub struct FindArgs {
     /// Users per list request (1 to 10000)
     #[arg(long, default_value = "500", value_name = "N")]
     pub page_size: u32,
+
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerArgs,
+}
+
+const SNAPSHOT_AFTER_LONG_HELP: &str = "\
+EXAMPLES:
+  Before a risky change (a migration, an LDAP sync, a cleanup script), keep
+  what a deactivation would delete, for everyone:
+    export MATRIX_ADMIN_TOKEN=syt_...
+    matrix-reactivate snapshot -H https://matrix.example.org -o before.snap
+
+  Only the users of a CSV (same input rules as the main command):
+    matrix-reactivate snapshot -H https://matrix.example.org staff.csv -o staff.snap
+
+  After the change deactivated some of them by mistake:
+    matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \\
+        --restore-from before.snap
+
+WHAT IT READS, PER USER:
+  e-mail addresses and phone numbers (MAS's e-mails on a server whose logins
+  belong to MAS), display name and avatar, the rooms the user is joined to,
+  every item of account data (DMs, ignore list, room tags, recovery setup,
+  settings), and, acting as the user for a few minutes (a token that expires
+  by itself and is ended as soon as the user is read; the admin's own account
+  is read with the admin's token): push rules and the newest key backup with
+  every session in it, encrypted as the user's client made it.
+
+OUTPUT:
+  A SQLite file created with mode 0600, never over an existing file; it is
+  written under a hidden temporary name beside it and appears only once
+  complete. A snapshot that did not finish (an error, Ctrl-C) leaves no file.
+  It holds the users' e-mail addresses and encrypted key backups: keep it as
+  private as a database backup.
+
+REQUESTS:
+  Paced by --rate (requests per second), at most --concurrency users at once,
+  retried like every request of the tool. Nothing on the server changes but
+  the short-lived tokens to act as each user.
+
+EXIT CODES:
+  0    every user was read and written
+  1    fatal error: bad token, not an admin, unreachable server, the output
+       file exists, ... (no file is left behind)
+  2    usage error
+  3    the file is written, but some users are not in it (not found,
+       deactivated, not of this server, or could not be read): the summary
+       names them
+  130  interrupted (Ctrl-C or SIGTERM); no file is left behind";
+
+/// Keep what a deactivation would delete, for the users of INPUT (or every
+/// active local user), in a file `--restore-from` reads.
+///
+/// Reads e-mails, profile, rooms, account data, push rules and key backups
+/// from the live server into one private SQLite file. For a server where the
+/// admin has the API but no database backup.
+#[derive(Debug, Args)]
+#[command(
+    after_long_help = SNAPSHOT_AFTER_LONG_HELP,
+    override_usage = "matrix-reactivate snapshot [OPTIONS] -H <URL> -o <PATH> [INPUT]"
+)]
+pub struct SnapshotArgs {
+    /// CSV of users to read, or - for standard input [default: every active local user]
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+
+    /// Snapshot file to create (SQLite, mode 0600); refused if it exists
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// Column holding the users [default: user_id, mxid, user or localpart, else the only column]
+    #[arg(long, value_name = "NAME", requires = "input")]
+    pub column: Option<String>,
+
+    /// Server name for bare localparts and for telling local users apart [default: the token user's]
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+
+    /// Requests per second; decimals allowed, 0 for no limit
+    #[arg(long, default_value = "20", value_name = "PER_SECOND")]
+    pub rate: f64,
+
+    /// Users read at once
+    #[arg(long, default_value = "4", value_name = "N")]
+    pub concurrency: usize,
 
     #[command(flatten)]
     pub console: ConsoleArgs,

@@ -11,9 +11,10 @@ use secrecy::SecretString;
 
 use crate::backend::mas::MasCredentials;
 use crate::backend::synapse::SynapseClient;
-use crate::cli::{Cli, FindArgs, ServerArgs};
+use crate::cli::{Cli, FindArgs, ServerArgs, SnapshotArgs};
 use crate::input::{Columns, Source};
 use crate::retry::Policy;
+use crate::source::SourceSpec;
 use crate::user_id::check_server_name;
 
 /// A mistake in how the tool was called (exit code 2).
@@ -81,6 +82,8 @@ pub struct Settings {
     pub show_progress: bool,
     /// `--summary-json`: where the JSON summary goes.
     pub summary_json: Option<PathBuf>,
+    /// `--restore-from`: where the before-images come from.
+    pub restore_from: Option<SourceSpec>,
     /// Things the admin should hear about how the tool was called (a
     /// deprecated flag), printed before the run.
     pub warnings: Vec<String>,
@@ -102,6 +105,53 @@ pub struct FindSettings {
     pub show_progress: bool,
     /// As `Settings::warnings`.
     pub warnings: Vec<String>,
+}
+
+/// `snapshot`'s settings.
+pub struct SnapshotSettings {
+    pub server: Server,
+    /// INPUT; `None` for every active local user.
+    pub input: Option<Source>,
+    /// `--column`.
+    pub column: Option<String>,
+    pub server_name: Option<String>,
+    pub output: PathBuf,
+    /// Requests per second; `None` for no limit.
+    pub rate: Option<f64>,
+    pub concurrency: usize,
+    pub quiet: bool,
+    pub show_progress: bool,
+    /// As `Settings::warnings`.
+    pub warnings: Vec<String>,
+}
+
+impl SnapshotSettings {
+    /// Validates `snapshot`'s arguments, as `Settings::from_cli` does the main command's.
+    pub fn from_args(args: SnapshotArgs, env: EnvSecrets) -> anyhow::Result<Self> {
+        let (server, warnings) = check_server(&args.server, args.console.verbose, env)?;
+        let rate = check_rate(args.rate, "requests")?;
+        check_concurrency(args.concurrency)?;
+        if let Some(name) = &args.server_name {
+            check_server_name(name).map_err(|_| {
+                UsageError(format!("--server-name {name}: not a valid server name"))
+            })?;
+        }
+        if args.column.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return usage("--column: give a column name");
+        }
+        Ok(SnapshotSettings {
+            server,
+            input: args.input.as_deref().map(Source::from_arg),
+            column: args.column,
+            server_name: args.server_name,
+            output: args.output,
+            rate,
+            concurrency: args.concurrency,
+            quiet: args.console.quiet,
+            show_progress: !args.console.quiet && !args.console.no_progress,
+            warnings,
+        })
+    }
 }
 
 /// The longest `--max-outage`: a day.
@@ -176,6 +226,13 @@ impl Settings {
             (Some(t), true) => Some(parse_time("--left-since", t)?),
             _ => None,
         };
+        let restore_from = match &cli.restore_from {
+            Some(arg) => Some(
+                SourceSpec::parse(arg)
+                    .map_err(|why| UsageError(format!("--restore-from: {why}")))?,
+            ),
+            None => None,
+        };
 
         Ok(Settings {
             source: Source::from_arg(&input),
@@ -199,6 +256,7 @@ impl Settings {
             quiet: cli.console.quiet,
             show_progress: !cli.console.quiet && !cli.console.no_progress,
             summary_json: cli.summary_json,
+            restore_from,
             warnings,
         })
     }
@@ -633,7 +691,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv)?.command {
             Some(crate::cli::Command::Find(a)) => FindSettings::from_args(a, matrix_token("syt_t")),
-            None => panic!("find parses as the subcommand"),
+            _ => panic!("find parses as the subcommand"),
         }
     }
 

@@ -168,6 +168,65 @@ impl Http {
         self.send_prepared(req).await
     }
 
+    /// Sends one request whose JSON body is any serialisable value, so that
+    /// parts kept as `RawValue` (encrypted key backup sessions, account data)
+    /// go out byte for byte; reads the answer as `send` does.
+    pub async fn send_with<B: serde::Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+        auth: Auth<'_>,
+    ) -> Result<(u16, serde_json::Value), ApiError> {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .json(body);
+        if let Auth::Bearer(h) = auth {
+            req = req.header(AUTHORIZATION, h.clone());
+        }
+        self.send_prepared(req).await
+    }
+
+    /// A GET whose success body is left unread, for the caller to read a
+    /// chunk at a time (a whole key backup is tens of megabytes). An error
+    /// answer is read and returned as `send` does; the `--verbose` line is
+    /// printed when the answer's head arrives. `timeout` replaces the
+    /// client's for this request: reading a large body takes longer.
+    pub async fn open(
+        &self,
+        path: &str,
+        auth: Auth<'_>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ApiError> {
+        let mut req = self
+            .client
+            .get(format!("{}{}", self.base, path))
+            .timeout(timeout);
+        if let Auth::Bearer(h) = auth {
+            req = req.header(AUTHORIZATION, h.clone());
+        }
+        let (client, built) = req.build_split();
+        let request = built.map_err(transport_error)?;
+        let what = format!("{} {}", request.method(), request.url().path());
+        let started = Instant::now();
+        let result = match client.execute(request).await {
+            Err(e) => Err(transport_error(e)),
+            Ok(resp) if resp.status().is_success() => Ok(resp),
+            Ok(resp) => read_bytes(Ok(resp)).await.and_then(|(status, _)| {
+                Err(ApiError::BadBody {
+                    status,
+                    message: "a success status where an error was read".into(),
+                })
+            }),
+        };
+        if self.verbose {
+            let outcome = result.as_ref().map(|r| r.status().as_u16());
+            eprintln!("{}", verbose_line(&what, outcome, started.elapsed()));
+        }
+        result
+    }
+
     /// A GET whose success body is read straight into `T`, with no JSON tree
     /// in between: for large answers (a big room's state). Its `--verbose`
     /// line is `send`'s.
@@ -308,7 +367,8 @@ struct JsonApiError {
     title: Option<String>,
 }
 
-fn transport_error(e: reqwest::Error) -> ApiError {
+/// A failure to send a request or to read its answer, as an `ApiError`.
+pub fn transport_error(e: reqwest::Error) -> ApiError {
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -3,6 +3,7 @@
 //! Modules, from the top down (no module reaches back up):
 //! - `run`: one run, open → preflight → resume → drive → finish;
 //! - `find`: the list of who to restore, read from the server (GET only);
+//! - `snapshot`: the before-image of users, read from the server into a file;
 //! - `pipeline`: what happens to each user (`decide` plans, the rest executes);
 //! - `backend`: the account operations, on Synapse (and beside it, MAS);
 //! - `retry`, `throttle`, `stop`: the policy every request goes through;
@@ -27,6 +28,7 @@ pub mod progress;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod snapshot;
 pub mod source;
 pub mod stop;
 pub mod throttle;

@@ -6,7 +6,7 @@ use std::io::Write;
 use clap::Parser;
 
 use matrix_reactivate::cli::{Cli, Command, Generate};
-use matrix_reactivate::config::{EnvSecrets, FindSettings, Settings, UsageError};
+use matrix_reactivate::config::{EnvSecrets, FindSettings, Settings, SnapshotSettings, UsageError};
 
 fn main() {
     let cli = Cli::parse();
@@ -20,6 +20,16 @@ fn main() {
             Ok(settings) => {
                 warn(settings.quiet, &settings.warnings);
                 block_on(matrix_reactivate::find::find(settings), FIND_HELP)
+            }
+        },
+        Some(Command::Snapshot(args)) => match SnapshotSettings::from_args(args, env) {
+            Err(e) => report(&e, SNAPSHOT_HELP),
+            Ok(settings) => {
+                warn(settings.quiet, &settings.warnings);
+                block_on(
+                    matrix_reactivate::snapshot::snapshot(settings),
+                    SNAPSHOT_HELP,
+                )
             }
         },
         None => {
@@ -42,6 +52,7 @@ fn main() {
 
 const HELP: &str = "matrix-reactivate --help";
 const FIND_HELP: &str = "matrix-reactivate find --help";
+const SNAPSHOT_HELP: &str = "matrix-reactivate snapshot --help";
 
 /// What the admin should hear about how the tool was called, before it starts.
 fn warn(quiet: bool, warnings: &[String]) {

@@ -31,7 +31,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::act_as::UserSession;
+use super::act_as::{Ending, UserSession};
 use super::synapse::SynapseClient;
 use super::{Account, Accounts, Lookup};
 use crate::http::{bearer, field, ApiError, Auth, Http};
@@ -418,6 +418,79 @@ impl MasClient {
     }
 }
 
+/// A personal session MAS opened: its ID (to revoke it) and its token.
+pub struct PersonalSession {
+    pub id: String,
+    pub token: SecretString,
+}
+
+impl MasClient {
+    /// `POST /personal-sessions`: a session acting as the user `actor` (MAS's
+    /// ULID) with `scope`, whose token expires after `expires_in`. MAS
+    /// answers 410 for a deactivated user (reactivate first), 404 for an
+    /// unknown one, 400 for a scope it cannot parse.
+    pub async fn create_personal_session(
+        &self,
+        actor: &str,
+        human_name: &str,
+        scope: &str,
+        expires_in: Duration,
+    ) -> Result<PersonalSession, ApiError> {
+        #[derive(Deserialize)]
+        struct Created {
+            data: Resource,
+        }
+        #[derive(Deserialize)]
+        struct Resource {
+            id: String,
+            attributes: Attributes,
+        }
+        #[derive(Deserialize)]
+        struct Attributes {
+            access_token: Option<String>,
+        }
+        let body = serde_json::json!({
+            "actor_user_id": actor,
+            "human_name": human_name,
+            "scope": scope,
+            // At least a second: MAS takes whole seconds, and 0 would be a
+            // token already expired.
+            "expires_in": expires_in.as_secs().clamp(1, u64::from(u32::MAX)),
+        });
+        let (status, v) = self
+            .send(Method::POST, "/personal-sessions", Some(&body))
+            .await?;
+        let created: Created = field(status, v)?;
+        let token = created
+            .data
+            .attributes
+            .access_token
+            .ok_or_else(|| ApiError::BadBody {
+                status,
+                message: "MAS opened a personal session but sent no access_token".into(),
+            })?;
+        Ok(PersonalSession {
+            id: created.data.id,
+            token: SecretString::from(token),
+        })
+    }
+
+    /// `POST /personal-sessions/{id}/revoke`. A session revoked already
+    /// (409) is what was asked for.
+    pub async fn revoke_personal_session(&self, id: &str) -> Result<(), ApiError> {
+        let path = format!("/personal-sessions/{}/revoke", encode(id));
+        match self.send(Method::POST, &path, None).await {
+            Ok(_) | Err(ApiError::Http { status: 409, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What a personal session to act as a user is called in MAS's lists.
+pub const SESSION_NAME: &str = "matrix-reactivate restore";
+/// The scope of that session: the client-server API, nothing more.
+pub const SESSION_SCOPE: &str = "urn:matrix:client:api:*";
+
 /// `token_endpoint` from `<MAS base>/.well-known/openid-configuration`.
 async fn token_endpoint(http: &Http) -> anyhow::Result<String> {
     let path = "/.well-known/openid-configuration";
@@ -583,30 +656,111 @@ impl Accounts for MasAccounts {
             .map(|_| ())
     }
 
-    async fn threepids(&self, _: &UserId, _: &Account) -> Result<Vec<Threepid>, CallError> {
-        todo!("threepids")
+    /// The e-mail addresses MAS holds (Synapse's copy follows MAS's).
+    async fn threepids(
+        &self,
+        user: &UserId,
+        account: &Account,
+    ) -> Result<Vec<Threepid>, CallError> {
+        let id = self.handle(user, account)?;
+        let emails = self
+            .call(AuthFailure::StopsRun, || self.mas.emails(id))
+            .await?;
+        Ok(emails
+            .into_iter()
+            .map(|address| Threepid {
+                medium: "email".into(),
+                address,
+                validated_at: None,
+                added_at: None,
+            })
+            .collect())
     }
 
+    /// Adds the e-mail addresses MAS lacks. MAS holds no phone numbers: when
+    /// some were asked for, the e-mails are added first and the error says
+    /// which numbers were not.
     async fn add_threepids(
         &self,
-        _: &UserId,
-        _: &Account,
-        _: &[Threepid],
+        user: &UserId,
+        account: &Account,
+        threepids: &[Threepid],
     ) -> Result<(), CallError> {
-        todo!("add_threepids")
+        let id = self.handle(user, account)?;
+        let have = self
+            .call(AuthFailure::StopsRun, || self.mas.emails(id))
+            .await?;
+        let mut added: Vec<&str> = Vec::new();
+        for t in threepids.iter().filter(|t| t.medium == "email") {
+            let known = |h: &str| h.eq_ignore_ascii_case(&t.address);
+            if have.iter().any(|h| known(h)) || added.iter().any(|h| known(h)) {
+                continue;
+            }
+            self.call(AuthFailure::StopsRun, || self.mas.add_email(id, &t.address))
+                .await?;
+            added.push(&t.address);
+        }
+        let others: Vec<&str> = threepids
+            .iter()
+            .filter(|t| t.medium != "email")
+            .map(|t| t.address.as_str())
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        Err(CallError::Row(ApiError::BadBody {
+            status: 0,
+            message: format!(
+                "MAS holds no phone numbers: {} not given back",
+                others.join(", ")
+            ),
+        }))
     }
 
+    /// A personal session of the user, scope `urn:matrix:client:api:*`; its
+    /// token works on Synapse's client-server API as the user.
     async fn act_as(
         &self,
-        _: &UserId,
-        _: &Account,
-        _: std::time::Duration,
+        user: &UserId,
+        account: &Account,
+        lifetime: Duration,
     ) -> Result<UserSession, CallError> {
-        todo!("act_as")
+        let id = self.handle(user, account)?;
+        let session = self
+            .call(AuthFailure::StopsRun, || {
+                self.mas
+                    .create_personal_session(id, SESSION_NAME, SESSION_SCOPE, lifetime)
+            })
+            .await?;
+        let auth = bearer(&session.token).map_err(|e| {
+            CallError::Row(ApiError::BadBody {
+                status: 201,
+                message: format!("the token MAS issued for {user} is unusable: {e}"),
+            })
+        })?;
+        Ok(UserSession::new(
+            user.clone(),
+            self.synapse.http().clone(),
+            auth,
+            Ending::Revoke {
+                session_id: session.id,
+            },
+        ))
     }
 
-    async fn end_acting(&self, _: UserSession) -> Result<(), CallError> {
-        todo!("end_acting")
+    async fn end_acting(&self, session: UserSession) -> Result<(), CallError> {
+        match &session.ending {
+            Ending::Revoke { session_id } => {
+                self.call(AuthFailure::StopsRun, || {
+                    self.mas.revoke_personal_session(session_id)
+                })
+                .await
+            }
+            Ending::Logout => {
+                self.call(AuthFailure::ForbiddenFailsRow, || session.logout())
+                    .await
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! A backend never learns about rows, results or the progress display.
 
 pub mod act_as;
+pub mod key_stream;
 pub mod mas;
 pub mod rooms;
 pub mod synapse;

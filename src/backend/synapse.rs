@@ -6,20 +6,20 @@
 //! but the (sensitive) Authorization header. Requests here are single
 //! attempts; `SynapseAccounts` runs them through the run's retrier.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::act_as::UserSession;
+use super::act_as::{Ending, UserSession};
 use super::{Account, Accounts, Lookup};
 use crate::http::{bearer, field, ApiError, Auth, Http};
 use crate::retry::{AuthFailure, CallError, Retrier};
-use crate::source::Threepid;
+use crate::source::{AccountData, Json, Profile, Threepid};
 use crate::user_id::UserId;
 
 /// What `GET /_synapse/admin/v2/users/{id}` says about a user.
@@ -47,6 +47,57 @@ fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         Flag::Int(i) => i != 0,
         Flag::Null(()) => false,
     })
+}
+
+/// The whole of `GET /_synapse/admin/v2/users/{id}` that a before-image
+/// needs: the flags, e-mails and phone numbers, display name and avatar.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct UserDetails {
+    #[serde(flatten)]
+    pub info: UserInfo,
+    #[serde(default, deserialize_with = "nullable")]
+    pub threepids: Vec<Threepid>,
+    #[serde(default)]
+    pub displayname: Option<String>,
+    #[serde(default)]
+    pub avatar_url: Option<String>,
+}
+
+impl UserDetails {
+    pub fn profile(&self) -> Profile {
+        Profile {
+            displayname: self.displayname.clone(),
+            avatar_url: self.avatar_url.clone(),
+        }
+    }
+}
+
+/// A list that a server may send as `null`.
+fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// The threepids of `wanted` that `current` lacks. E-mail addresses are
+/// compared without case (Synapse stores them lower-cased); phone numbers
+/// exactly.
+pub fn missing_threepids<'a>(current: &[Threepid], wanted: &'a [Threepid]) -> Vec<&'a Threepid> {
+    let same = |a: &Threepid, b: &Threepid| {
+        a.medium == b.medium
+            && if a.medium == "email" {
+                a.address.eq_ignore_ascii_case(&b.address)
+            } else {
+                a.address == b.address
+            }
+    };
+    let mut missing: Vec<&Threepid> = Vec::new();
+    for w in wanted {
+        if !current.iter().any(|c| same(c, w)) && !missing.iter().any(|m| same(m, w)) {
+            missing.push(w);
+        }
+    }
+    missing
 }
 
 impl From<UserInfo> for Account {
@@ -120,6 +171,11 @@ impl SynapseClient {
         self.http.base()
     }
 
+    /// The HTTP client of the client-server API (for sessions as a user).
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -191,6 +247,89 @@ impl SynapseClient {
         }
     }
 
+    /// `GET /_synapse/admin/v2/users/{id}` read whole: flags, threepids and
+    /// profile. A 404 is an answer.
+    pub async fn user_details(&self, user: &UserId) -> Result<Option<UserDetails>, ApiError> {
+        let path = format!("/_synapse/admin/v2/users/{}", user.path_segment());
+        match self.send(Method::GET, &path, None).await {
+            Ok((status, v)) => field(status, v).map(Some),
+            Err(ApiError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The user's display name and avatar; `None` for an unknown user.
+    pub async fn profile(&self, user: &UserId) -> Result<Option<Profile>, ApiError> {
+        Ok(self.user_details(user).await?.map(|d| d.profile()))
+    }
+
+    /// Every item of the user's account data, global then per room, each
+    /// content as the server sent it (`GET /_synapse/admin/v1/users/{id}/accountdata`).
+    pub async fn account_data(&self, user: &UserId) -> Result<Vec<AccountData>, ApiError> {
+        #[derive(Deserialize)]
+        struct Body {
+            account_data: Sections,
+        }
+        #[derive(Deserialize)]
+        struct Sections {
+            #[serde(default)]
+            global: BTreeMap<String, Json>,
+            #[serde(default)]
+            rooms: BTreeMap<String, BTreeMap<String, Json>>,
+        }
+        let path = format!(
+            "/_synapse/admin/v1/users/{}/accountdata",
+            user.path_segment()
+        );
+        let body: Body = self.http.get(&path, Auth::Bearer(&self.auth)).await?;
+        let Sections { global, rooms } = body.account_data;
+        let mut items: Vec<AccountData> = global
+            .into_iter()
+            .map(|(kind, content)| AccountData {
+                room_id: None,
+                kind,
+                content,
+            })
+            .collect();
+        for (room, data) in rooms {
+            items.extend(data.into_iter().map(|(kind, content)| AccountData {
+                room_id: Some(room.clone()),
+                kind,
+                content,
+            }));
+        }
+        Ok(items)
+    }
+
+    /// `POST /_synapse/admin/v1/users/{id}/login` with `valid_until_ms`: a
+    /// puppet token of the user (no device), valid until then. The admin
+    /// cannot get one of their own: Synapse answers 400.
+    pub async fn login_as(&self, user: &UserId, valid_until_ms: u64) -> Result<String, ApiError> {
+        let path = format!("/_synapse/admin/v1/users/{}/login", user.path_segment());
+        let body = serde_json::json!({ "valid_until_ms": valid_until_ms });
+        let (status, v) =
+            self.send(Method::POST, &path, Some(&body))
+                .await
+                .map_err(|e| match e {
+                    ApiError::Http {
+                        status,
+                        errcode,
+                        message,
+                        retry_after,
+                    } if message.contains("login as self") => ApiError::Http {
+                        status,
+                        errcode,
+                        message: format!(
+                            "{message}: the admin cannot act as themselves; use the admin's own \
+                         token for the admin's account"
+                        ),
+                        retry_after,
+                    },
+                    e => e,
+                })?;
+        Self::text(status, &v, "access_token")
+    }
+
     /// `PUT /_synapse/admin/v2/users/{id}` with `body`, for a user known to
     /// exist. Only the fields in `body` change.
     pub async fn modify_existing(
@@ -258,8 +397,23 @@ impl SynapseClient {
         from: Option<&str>,
         limit: u32,
     ) -> Result<UserPage, ApiError> {
+        self.users_page(true, from, limit).await
+    }
+
+    /// One page of the server's active local users (locked ones included),
+    /// by user ID: as `deactivated_users`, with `deactivated=false`.
+    pub async fn active_users(&self, from: Option<&str>, limit: u32) -> Result<UserPage, ApiError> {
+        self.users_page(false, from, limit).await
+    }
+
+    async fn users_page(
+        &self,
+        deactivated: bool,
+        from: Option<&str>,
+        limit: u32,
+    ) -> Result<UserPage, ApiError> {
         let mut path = format!(
-            "/_synapse/admin/v3/users?deactivated=true&locked=true&guests=false\
+            "/_synapse/admin/v3/users?deactivated={deactivated}&locked=true&guests=false\
              &order_by=name&dir=f&limit={limit}"
         );
         if let Some(token) = from {
@@ -419,31 +573,87 @@ impl Accounts for SynapseAccounts {
         .await
     }
 
-    async fn threepids(&self, _: &UserId, _: &Account) -> Result<Vec<Threepid>, CallError> {
-        todo!("threepids")
+    async fn threepids(&self, user: &UserId, _: &Account) -> Result<Vec<Threepid>, CallError> {
+        let details = self
+            .retrier
+            .call(AuthFailure::StopsRun, || self.client.user_details(user))
+            .await?;
+        details.map(|d| d.threepids).ok_or_else(|| not_found(user))
     }
 
+    /// Synapse's PUT replaces the whole list: it gets the union of what the
+    /// account has now and what is missing, and is not sent when nothing is.
     async fn add_threepids(
         &self,
-        _: &UserId,
-        _: &Account,
-        _: &[Threepid],
+        user: &UserId,
+        account: &Account,
+        threepids: &[Threepid],
     ) -> Result<(), CallError> {
-        todo!("add_threepids")
+        let current = self.threepids(user, account).await?;
+        let missing = missing_threepids(&current, threepids);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<serde_json::Value> = current
+            .iter()
+            .chain(missing)
+            .map(|t| serde_json::json!({ "medium": t.medium, "address": t.address }))
+            .collect();
+        let body = serde_json::json!({ "threepids": all });
+        self.put(AuthFailure::StopsRun, user, body).await
     }
 
     async fn act_as(
         &self,
-        _: &UserId,
+        user: &UserId,
         _: &Account,
-        _: std::time::Duration,
+        lifetime: Duration,
     ) -> Result<UserSession, CallError> {
-        todo!("act_as")
+        let until = SystemTime::now()
+            .checked_add(lifetime)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(u64::MAX, |d| d.as_millis() as u64);
+        let token = self
+            .retrier
+            .call(AuthFailure::StopsRun, || self.client.login_as(user, until))
+            .await?;
+        let auth = bearer(&SecretString::from(token)).map_err(|e| {
+            CallError::Row(ApiError::BadBody {
+                status: 200,
+                message: format!("the token Synapse issued for {user} is unusable: {e}"),
+            })
+        })?;
+        Ok(UserSession::new(
+            user.clone(),
+            self.client.http().clone(),
+            auth,
+            Ending::Logout,
+        ))
     }
 
-    async fn end_acting(&self, _: UserSession) -> Result<(), CallError> {
-        todo!("end_acting")
+    async fn end_acting(&self, session: UserSession) -> Result<(), CallError> {
+        match &session.ending {
+            Ending::Logout => {
+                self.retrier
+                    .call(AuthFailure::ForbiddenFailsRow, || session.logout())
+                    .await
+            }
+            Ending::Revoke { .. } => Err(CallError::Row(ApiError::BadBody {
+                status: 0,
+                message: "a MAS personal session cannot be ended through Synapse".into(),
+            })),
+        }
     }
+}
+
+/// A user that was there a moment ago and is not now.
+fn not_found(user: &UserId) -> CallError {
+    CallError::Row(ApiError::Http {
+        status: 404,
+        errcode: Some("M_NOT_FOUND".into()),
+        message: format!("{user} not found"),
+        retry_after: None,
+    })
 }
 
 #[cfg(test)]
@@ -494,5 +704,223 @@ mod tests {
         assert_eq!(p.next_token.as_deref(), Some("7"));
         let p: UserPage = serde_json::from_str(r#"{"users": [], "total": 0}"#).unwrap();
         assert_eq!(p.next_token, None);
+    }
+
+    mod with_a_server {
+        use super::super::*;
+        use crate::stop::StopSignal;
+        use serde_json::json;
+        use wiremock::matchers::{body_json, header, method, path};
+        use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+        const USER: &str = "/_synapse/admin/v2/users/%40al%2Fice%3Aexample.org";
+
+        fn accounts(server: &MockServer) -> SynapseAccounts {
+            let token = SecretString::from("admin-token".to_owned());
+            let client =
+                SynapseClient::new(&server.uri(), &token, Duration::from_secs(5), None, 1).unwrap();
+            let policy = crate::retry::Policy {
+                attempts: 2,
+                base_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(2),
+                max_outage: None,
+            };
+            let retrier = Retrier::new(policy, Arc::new(StopSignal::new()));
+            SynapseAccounts::new(client, Arc::new(retrier))
+        }
+
+        fn alice() -> UserId {
+            UserId::parse("@al/ice:example.org").unwrap()
+        }
+
+        fn tp(medium: &str, address: &str) -> Threepid {
+            Threepid {
+                medium: medium.into(),
+                address: address.into(),
+                validated_at: None,
+                added_at: None,
+            }
+        }
+
+        async fn user_with(server: &MockServer, threepids: serde_json::Value) {
+            Mock::given(method("GET"))
+                .and(path(USER))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                    "name": "@al/ice:example.org", "deactivated": false,
+                    "displayname": "Alice", "avatar_url": null,
+                    "threepids": threepids})))
+                .mount(server)
+                .await;
+        }
+
+        #[test]
+        fn missing_threepids_compare_emails_without_case() {
+            let current = [tp("email", "a@example.org"), tp("msisdn", "4477")];
+            let wanted = [
+                tp("email", "A@Example.org"),
+                tp("email", "b@example.org"),
+                tp("email", "B@example.org"),
+                tp("msisdn", "4477"),
+                tp("msisdn", "4478"),
+            ];
+            let missing = missing_threepids(&current, &wanted);
+            assert_eq!(missing, [&wanted[1], &wanted[4]]);
+        }
+
+        #[tokio::test]
+        async fn threepids_are_added_as_a_union_and_never_replaced() {
+            let server = MockServer::start().await;
+            user_with(
+                &server,
+                json!([{"medium": "email", "address": "a@example.org",
+                        "validated_at": 5, "added_at": 6}]),
+            )
+            .await;
+            Mock::given(method("PUT"))
+                .and(path(USER))
+                .and(body_json(json!({"threepids": [
+                    {"medium": "email", "address": "a@example.org"},
+                    {"medium": "email", "address": "b@example.org"},
+                    {"medium": "msisdn", "address": "4477"}]})))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+                .expect(1)
+                .mount(&server)
+                .await;
+            let a = accounts(&server);
+            let account = Account::default();
+            let now = a.threepids(&alice(), &account).await.unwrap();
+            assert_eq!(now.len(), 1);
+            assert_eq!((now[0].validated_at, now[0].added_at), (Some(5), Some(6)));
+            let wanted = [
+                tp("email", "A@example.org"),
+                tp("email", "b@example.org"),
+                tp("msisdn", "4477"),
+            ];
+            a.add_threepids(&alice(), &account, &wanted).await.unwrap();
+            // Nothing missing: no PUT at all (the mock expects one, above).
+            a.add_threepids(&alice(), &account, &wanted[..1])
+                .await
+                .unwrap();
+        }
+
+        #[tokio::test]
+        async fn details_profile_and_account_data() {
+            let server = MockServer::start().await;
+            user_with(&server, serde_json::Value::Null).await;
+            Mock::given(method("GET"))
+                .and(path(
+                    "/_synapse/admin/v1/users/%40al%2Fice%3Aexample.org/accountdata",
+                ))
+                .respond_with(ResponseTemplate::new(200).set_body_string(
+                    r#"{"account_data": {"global": {"m.direct": {"@b:x": ["!d:x"]},
+                        "im.vector.setting": {"a": 1.50}},
+                        "rooms": {"!r:x": {"m.tag": {"tags": {"u.work": {}}}}}}}"#,
+                ))
+                .mount(&server)
+                .await;
+            let a = accounts(&server);
+            let details = a.client.user_details(&alice()).await.unwrap().unwrap();
+            assert!(details.threepids.is_empty());
+            assert_eq!(details.profile().displayname.as_deref(), Some("Alice"));
+            assert_eq!(details.profile().avatar_url, None);
+            let items = a.client.account_data(&alice()).await.unwrap();
+            let seen: Vec<(Option<&str>, &str, &str)> = items
+                .iter()
+                .map(|i| (i.room_id.as_deref(), i.kind.as_str(), i.content.get()))
+                .collect();
+            assert_eq!(
+                seen,
+                [
+                    (None, "im.vector.setting", r#"{"a": 1.50}"#),
+                    (None, "m.direct", r#"{"@b:x": ["!d:x"]}"#),
+                    (Some("!r:x"), "m.tag", r#"{"tags": {"u.work": {}}}"#),
+                ]
+            );
+        }
+
+        #[tokio::test]
+        async fn acting_as_a_user_is_a_puppet_login_ended_by_logout() {
+            let server = MockServer::start().await;
+            Mock::given(method("POST"))
+                .and(path(
+                    "/_synapse/admin/v1/users/%40al%2Fice%3Aexample.org/login",
+                ))
+                .and(header("authorization", "Bearer admin-token"))
+                .respond_with(
+                    ResponseTemplate::new(200).set_body_json(json!({"access_token": "puppet"})),
+                )
+                .expect(1)
+                .mount(&server)
+                .await;
+            Mock::given(method("POST"))
+                .and(path("/_matrix/client/v3/logout"))
+                .and(header("authorization", "Bearer puppet"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+                .up_to_n_times(1)
+                .expect(1)
+                .mount(&server)
+                .await;
+            let a = accounts(&server);
+            let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            let session = a
+                .act_as(&alice(), &Account::default(), Duration::from_secs(300))
+                .await
+                .unwrap();
+            assert!(session.auth().is_sensitive());
+            assert_eq!(session.user, alice());
+            let sent: Vec<Request> = server.received_requests().await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+            let until = body["valid_until_ms"].as_u64().unwrap();
+            let from = before.as_millis() as u64;
+            assert!(
+                until >= from + 300_000 && until < from + 310_000,
+                "{until} {from}"
+            );
+            a.end_acting(session).await.unwrap();
+
+            // A token that expired already: logging it out is done.
+            Mock::given(method("POST"))
+                .and(path("/_matrix/client/v3/logout"))
+                .respond_with(
+                    ResponseTemplate::new(401)
+                        .set_body_json(json!({"errcode": "M_UNKNOWN_TOKEN", "error": "expired"})),
+                )
+                .mount(&server)
+                .await;
+            let http = a.client.http().clone();
+            let mut auth = HeaderValue::from_static("Bearer stale");
+            auth.set_sensitive(true);
+            let stale = UserSession::new(alice(), http, auth, Ending::Logout);
+            a.end_acting(stale).await.unwrap();
+            assert!(
+                !a.retrier.stop_signal().is_stopped(),
+                "a 401 there stops nothing"
+            );
+        }
+
+        #[tokio::test]
+        async fn the_admin_acting_as_themselves_hears_why_not() {
+            let server = MockServer::start().await;
+            Mock::given(method("POST"))
+                .and(path(
+                    "/_synapse/admin/v1/users/%40al%2Fice%3Aexample.org/login",
+                ))
+                .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+                    "errcode": "M_UNKNOWN", "error": "Cannot use admin API to login as self"})))
+                .mount(&server)
+                .await;
+            let a = accounts(&server);
+            match a
+                .act_as(&alice(), &Account::default(), Duration::from_secs(60))
+                .await
+            {
+                Err(CallError::Row(e)) => {
+                    let text = e.to_string();
+                    assert!(text.contains("the admin's own token"), "{text}");
+                }
+                Err(e) => panic!("{e:?}"),
+                Ok(_) => panic!("a session"),
+            }
+        }
     }
 }

@@ -15,9 +15,11 @@
 //! consumer (`run::sink`), which owns the results file and the progress display.
 
 pub mod decide;
+pub mod give_back;
 mod restore;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::backend::synapse::SynapseClient;
 use crate::backend::{Account, Accounts, Lookup};
@@ -25,8 +27,9 @@ use crate::config::Passwords;
 use crate::http::ApiError;
 use crate::input::{InputRow, Restore};
 use crate::journal::Journal;
-use crate::report::{ResultRow, Status};
+use crate::report::{format_restored, ResultRow, Status, NOT_IN_SOURCE};
 use crate::retry::{auth_message, CallError, Retrier};
+use crate::source::{BeforeImage, Source};
 use crate::stop::StopSignal;
 use crate::throttle::Throttle;
 use crate::user_id::UserId;
@@ -57,6 +60,8 @@ pub struct Shared<'a, A> {
     pub throttle: Option<&'a Throttle>,
     /// `None` in a dry run.
     pub journal: Option<&'a Journal>,
+    /// `--restore-from`: the before-images to give back from.
+    pub source: Option<Arc<dyn Source>>,
     pub options: &'a Options,
 }
 
@@ -120,6 +125,7 @@ fn row(
         line,
         rooms_rejoined: String::new(),
         rooms_failed: String::new(),
+        restored: String::new(),
     }
 }
 
@@ -329,10 +335,19 @@ impl<A: Accounts> Worker<'_, A> {
         }
     }
 
-    /// Gives back rooms and profile after a reactivation (or lists the rooms
-    /// that would be rejoined, in a dry run) and completes the row.
+    /// Gives back rooms, profile and what the source holds after a
+    /// reactivation (or lists what would come back, in a dry run) and
+    /// completes the row.
     async fn finish(&self, job: &Job, account: &Account, mut row: ResultRow) -> Done {
-        let Ok(restored) = self.give_back(job, account).await else {
+        let image = match &self.shared.source {
+            Some(source) => Some(give_back::read_image(source, &job.user).await),
+            None => None,
+        };
+        let source_rooms = match &image {
+            Some(Ok(Some(image))) => image.rooms.as_slice(),
+            _ => &[],
+        };
+        let Ok(restored) = self.give_back(job, account, source_rooms).await else {
             return Done::Abandoned;
         };
         let mut problems: Vec<String> = Vec::new();
@@ -343,10 +358,48 @@ impl<A: Accounts> Worker<'_, A> {
             problems.push("still locked: run again with --unlock to unlock".into());
         }
         problems.extend(restored.problems);
+        match image {
+            None => {}
+            Some(Err(why)) => problems.push(format!("nothing given back from the source: {why}")),
+            Some(Ok(None)) => problems.push(NOT_IN_SOURCE.into()),
+            Some(Ok(Some(image))) => {
+                let Ok(tally) = self
+                    .give_back_from(job, account, &image, &restored.rooms_rejoined)
+                    .await
+                else {
+                    return Done::Abandoned;
+                };
+                row.restored = format_restored(&tally.counts);
+                problems.extend(tally.problems);
+                problems.extend(tally.kept);
+            }
+        }
         row.error = problems.join("; ");
         row.rooms_rejoined = restored.rooms_rejoined.join(";");
         row.rooms_failed = restored.rooms_failed.join("; ");
         Done::Row(row)
+    }
+
+    /// What the before-image gives back (would give back, in a dry run),
+    /// counting the source's rooms that were joined.
+    async fn give_back_from(
+        &self,
+        job: &Job,
+        account: &Account,
+        image: &BeforeImage,
+        joined: &[String],
+    ) -> Result<give_back::Tally, give_back::Stopped> {
+        let mut tally = if self.shared.options.dry_run {
+            give_back::would_give_back(image)
+        } else {
+            let mut tally = give_back::Tally::default();
+            self.give_back_image(job, account, image, &mut tally)
+                .await?;
+            tally
+        };
+        let rooms = image.rooms.iter().filter(|r| joined.contains(r)).count();
+        tally.add(give_back::Item::Rooms, rooms as u64);
+        Ok(tally)
     }
 }
 

@@ -32,6 +32,7 @@ impl<A: Accounts> Worker<'_, A> {
         &self,
         job: &Job,
         account: &Account,
+        source_rooms: &[String],
     ) -> Result<Restored, Stopped> {
         let mut out = Restored {
             problems: job.restore.problems.clone(),
@@ -40,7 +41,7 @@ impl<A: Accounts> Worker<'_, A> {
         if !self.shared.options.dry_run {
             self.profile(job, account, &mut out.problems).await?;
         }
-        let rooms = self.rooms_to_join(job, &mut out).await?;
+        let rooms = self.rooms_to_join(job, source_rooms, &mut out).await?;
         for room in rooms {
             self.join(&job.user, room, &mut out).await?;
         }
@@ -100,8 +101,13 @@ impl<A: Accounts> Worker<'_, A> {
     }
 
     /// The rooms the deactivation made the user leave (with `--rejoin-rooms`),
-    /// then those the input names, each once.
-    async fn rooms_to_join(&self, job: &Job, out: &mut Restored) -> Result<Vec<String>, Stopped> {
+    /// then those the input names, then those the before-image holds, each once.
+    async fn rooms_to_join(
+        &self,
+        job: &Job,
+        source_rooms: &[String],
+        out: &mut Restored,
+    ) -> Result<Vec<String>, Stopped> {
         let mut rooms: BTreeSet<String> = BTreeSet::new();
         if let Some(since) = self.shared.options.rejoin_since {
             let memberships = self.shared.retrier.call(AuthFailure::StopsRun, || {
@@ -133,7 +139,7 @@ impl<A: Accounts> Worker<'_, A> {
             }
         }
         let mut ordered: Vec<String> = rooms.into_iter().collect();
-        for room in &job.restore.rooms {
+        for room in job.restore.rooms.iter().chain(source_rooms) {
             if !ordered.contains(room) {
                 ordered.push(room.clone());
             }

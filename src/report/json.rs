@@ -7,7 +7,7 @@
 use serde_json::{json, Map, Value};
 
 use super::summary::{exit_code, Ending, SummaryInput};
-use super::Status;
+use super::{Status, RESTORED_ITEMS};
 
 /// Raised when a field is renamed or changes meaning; new fields do not raise it.
 pub const FORMAT: u32 = 1;
@@ -26,6 +26,11 @@ pub fn summary_json(s: &SummaryInput, run: &RunFacts) -> Value {
     let counts: Map<String, Value> = Status::ALL
         .into_iter()
         .map(|st| (st.as_str().to_owned(), c.get(st).into()))
+        .collect();
+    let restored: Map<String, Value> = RESTORED_ITEMS
+        .iter()
+        .zip(c.restored)
+        .map(|(item, n)| ((*item).to_owned(), n.into()))
         .collect();
     let (outcome, stopped) = match s.ending {
         Ending::Complete => ("complete", Value::Null),
@@ -54,6 +59,7 @@ pub fn summary_json(s: &SummaryInput, run: &RunFacts) -> Value {
         "rows": c.rows(),
         "counts": counts,
         "partial": c.partial,
+        "restored": restored,
         "duplicates": c.duplicates,
         "resumed": c.resumed,
         "needs_attention": c.needs_attention(),
@@ -94,6 +100,8 @@ mod tests {
         c.add(Status::Reactivated);
         c.add(Status::NotFound);
         c.duplicates = 2;
+        c.add_restored("emails:2;backup_keys:300");
+        c.add_restored("backup_keys:1");
         let v = summary_json(&input(&c, &Ending::Complete), &RUN);
         assert_eq!(v["outcome"], "complete");
         assert_eq!(v["exit_code"], 3);
@@ -109,6 +117,15 @@ mod tests {
         assert_eq!(counts.len(), Status::ALL.len());
         assert_eq!(counts["reactivated"], 1);
         assert_eq!(counts["failed"], 0);
+        let restored = v["restored"].as_object().unwrap();
+        assert_eq!(
+            restored.len(),
+            RESTORED_ITEMS.len(),
+            "every item, zeros included"
+        );
+        assert_eq!(restored["emails"], 2);
+        assert_eq!(restored["backup_keys"], 301);
+        assert_eq!(restored["push_rules"], 0);
     }
 
     #[test]

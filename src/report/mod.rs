@@ -8,7 +8,7 @@ pub mod json;
 pub mod results;
 pub mod summary;
 
-pub const HEADER: [&str; 7] = [
+pub const HEADER: [&str; 8] = [
     "user_id",
     "status",
     "password",
@@ -16,7 +16,25 @@ pub const HEADER: [&str; 7] = [
     "line",
     "rooms_rejoined",
     "rooms_failed",
+    "restored",
 ];
+
+/// What `--restore-from` gives back, in the order the `restored` column and
+/// the JSON summary list them.
+pub const RESTORED_ITEMS: [&str; 7] = [
+    "emails",
+    "profile",
+    "rooms",
+    "account_data",
+    "room_account_data",
+    "push_rules",
+    "backup_keys",
+];
+
+/// Notes in a row's `error` that tell, and need no action: what was kept
+/// because the account already had it, and a user the source does not hold.
+pub const KEPT_NOTE: &str = "kept: ";
+pub const NOT_IN_SOURCE: &str = "not in the source";
 
 /// What happened to one user (or one unusable line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,6 +110,9 @@ pub struct ResultRow {
     pub rooms_rejoined: String,
     /// Rooms that could not be joined, each with its reason, `;`-separated.
     pub rooms_failed: String,
+    /// What `--restore-from` gave back (would give back, in a dry run):
+    /// `item:count` joined by `;`, items in `RESTORED_ITEMS` order.
+    pub restored: String,
 }
 
 impl ResultRow {
@@ -102,9 +123,43 @@ impl ResultRow {
     }
 }
 
+/// Whether a row of this status, error and failed rooms is a user who is
+/// back without all of what deactivation took. Notes (`KEPT_NOTE`,
+/// `NOT_IN_SOURCE`) alone do not make a row partial.
 pub fn is_partial(status: Status, error: &str, rooms_failed: &str) -> bool {
+    let problem = error
+        .split("; ")
+        .any(|part| !(part.is_empty() || part.starts_with(KEPT_NOTE) || part == NOT_IN_SOURCE));
     matches!(status, Status::Reactivated | Status::Unlocked)
-        && !(error.is_empty() && rooms_failed.is_empty())
+        && (problem || !rooms_failed.is_empty())
+}
+
+/// `emails:1;account_data:12` from counts per item (zeros left out).
+pub fn format_restored(counts: &[u64; 7]) -> String {
+    RESTORED_ITEMS
+        .iter()
+        .zip(counts)
+        .filter(|(_, &n)| n > 0)
+        .map(|(item, n)| format!("{item}:{n}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The counts per item of a `restored` cell; unknown items are ignored.
+pub fn parse_restored(cell: &str) -> [u64; 7] {
+    let mut counts = [0; 7];
+    for part in cell.split(';') {
+        let Some((item, n)) = part.split_once(':') else {
+            continue;
+        };
+        if let (Some(i), Ok(n)) = (
+            RESTORED_ITEMS.iter().position(|x| *x == item),
+            n.parse::<u64>(),
+        ) {
+            counts[i] += n;
+        }
+    }
+    counts
 }
 
 /// Counts per status, plus what never became a row.
@@ -117,6 +172,8 @@ pub struct Counts {
     pub duplicates: u64,
     /// Rows already in the results file when a run resumed.
     pub resumed: u64,
+    /// What `--restore-from` gave back, per item of `RESTORED_ITEMS`.
+    pub restored: [u64; 7],
 }
 
 impl Counts {
@@ -128,6 +185,14 @@ impl Counts {
         self.add(row.status);
         if row.is_partial() {
             self.partial += 1;
+        }
+        self.add_restored(&row.restored);
+    }
+
+    /// Adds a row's `restored` cell to the totals.
+    pub fn add_restored(&mut self, cell: &str) {
+        for (total, n) in self.restored.iter_mut().zip(parse_restored(cell)) {
+            *total += n;
         }
     }
 
@@ -174,6 +239,7 @@ pub(crate) fn sample_row(user: &str, status: Status, line: u64) -> ResultRow {
         line,
         rooms_rejoined: String::new(),
         rooms_failed: String::new(),
+        restored: String::new(),
     }
 }
 
@@ -187,5 +253,36 @@ mod tests {
             assert_eq!(Status::parse(st.as_str()), Some(st));
         }
         assert_eq!(Status::parse("pending"), None);
+    }
+
+    #[test]
+    fn restored_cells_round_trip_and_leave_out_zeros() {
+        let counts = [1, 0, 2, 12, 0, 4, 5321];
+        let cell = format_restored(&counts);
+        assert_eq!(
+            cell,
+            "emails:1;rooms:2;account_data:12;push_rules:4;backup_keys:5321"
+        );
+        assert_eq!(parse_restored(&cell), counts);
+        assert_eq!(format_restored(&[0; 7]), "");
+        assert_eq!(
+            parse_restored("bogus:3;emails:x;profile:1"),
+            [0, 1, 0, 0, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn kept_notes_alone_do_not_make_a_row_partial() {
+        let r = Status::Reactivated;
+        assert!(!is_partial(r, "kept: account_data m.direct", ""));
+        assert!(!is_partial(r, "not in the source", ""));
+        assert!(!is_partial(r, "not in the source; kept: key backup", ""));
+        assert!(is_partial(
+            r,
+            "kept: account_data m.direct; push rules not given back: x",
+            ""
+        ));
+        assert!(is_partial(r, "", "!r:x (not in room)"));
+        assert!(!is_partial(Status::Failed, "boom", ""));
     }
 }

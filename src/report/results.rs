@@ -88,6 +88,7 @@ impl Results {
             line.as_str(),
             row.rooms_rejoined.as_str(),
             row.rooms_failed.as_str(),
+            row.restored.as_str(),
         ])?;
         self.writer.flush()
     }
@@ -148,7 +149,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(
-            text.ends_with("@d:x,reactivated,\"pw,\"\"x\"\"\",,5,,\n"),
+            text.ends_with("@d:x,reactivated,\"pw,\"\"x\"\"\",,5,,,\n"),
             "{text}"
         );
     }

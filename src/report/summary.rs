@@ -124,14 +124,16 @@ const NEXT_STEPS: [(Counted, When, &str); 13] = [
     (
         Counted::Status(Status::Reactivated),
         When::NothingGivenBack,
-        "reactivation alone gives back no rooms or e-mail addresses: see --rejoin-rooms, \
-         --rooms-column and the email column in --help",
+        "reactivation alone gives back no rooms, e-mail addresses, DMs, settings or key \
+         backups: see --restore-from, --rejoin-rooms, --rooms-column and the email column in \
+         --help",
     ),
     (
         Counted::Partial,
         When::Always,
         "the rooms_failed and error columns say what and why (a private room the admin is \
-         not in needs the admin invited first)",
+         not in needs the admin invited first); run them again with --resume or a new input \
+         to give back what is missing",
     ),
     (
         Counted::Status(Status::WouldUnlock),
@@ -214,7 +216,7 @@ fn counts(out: &mut String, s: &SummaryInput) {
         (
             c.partial,
             "incomplete",
-            "reactivated, but some rooms or profile fields were not given back",
+            "reactivated, but some rooms, profile fields or restored items were not given back",
         ),
         (
             c.duplicates,
@@ -226,6 +228,20 @@ fn counts(out: &mut String, s: &SummaryInput) {
         if n > 0 {
             let _ = writeln!(out, "  {label:<17} {n:>8}  ({why})");
         }
+    }
+    if c.restored.iter().any(|&n| n > 0) {
+        let given: Vec<String> = super::RESTORED_ITEMS
+            .iter()
+            .zip(c.restored)
+            .filter(|(_, n)| *n > 0)
+            .map(|(item, n)| format!("{item} {n}"))
+            .collect();
+        let verb = if s.dry_run {
+            "would give back"
+        } else {
+            "given back"
+        };
+        let _ = writeln!(out, "  {verb}: {}", given.join(" · "));
     }
     if c.resumed > 0 {
         let _ = writeln!(
@@ -294,6 +310,7 @@ pub(crate) mod tests {
             line: 1,
             rooms_rejoined: String::new(),
             rooms_failed: "!r:x (not in room)".into(),
+            restored: String::new(),
         });
         assert_eq!(exit_code(&Ending::Complete, &partial), 3, "rooms failed");
         c.add(Status::Unlocked);

@@ -28,6 +28,7 @@ use crate::report::results::Results;
 use crate::report::summary::{self, Ending, SummaryInput};
 use crate::report::Counts;
 use crate::retry::Retrier;
+use crate::source::{Source, SourceSpec};
 use crate::stop::{Stop, StopSignal};
 use crate::throttle::Throttle;
 use preflight::{Mode, Preflight};
@@ -60,17 +61,50 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
         }
     };
     say(&settings, &preflight.describe(&settings.server.homeserver));
+    let source = match &settings.restore_from {
+        None => None,
+        Some(spec) => match open_source(spec, &preflight.server_name).await {
+            Ok(source) => {
+                say(
+                    &settings,
+                    &format!(
+                        "Giving back what deactivation deleted from {}",
+                        source.describe()
+                    ),
+                );
+                Some(source)
+            }
+            Err(e) => {
+                opened.discard();
+                return Err(e);
+            }
+        },
+    };
     let resumed = resume(&settings, opened, &preflight.server_name)?;
     let stop = Arc::new(StopSignal::new());
     let retrier = Arc::new(Retrier::new(settings.server.retry.clone(), stop.clone()));
     let (ending, results, counts) = match &preflight.mode {
         Mode::Synapse => {
             let accounts = SynapseAccounts::new(client.clone(), retrier.clone());
-            drive_users(&settings, &client, &preflight, resumed, &accounts, &retrier).await?
+            let run = Drive {
+                settings: &settings,
+                client: &client,
+                preflight: &preflight,
+                retrier: &retrier,
+                source,
+            };
+            run.users(resumed, &accounts).await?
         }
         Mode::Mas(mas) => {
             let accounts = MasAccounts::new(client.clone(), mas.clone(), retrier.clone());
-            drive_users(&settings, &client, &preflight, resumed, &accounts, &retrier).await?
+            let run = Drive {
+                settings: &settings,
+                client: &client,
+                preflight: &preflight,
+                retrier: &retrier,
+                source,
+            };
+            run.users(resumed, &accounts).await?
         }
     };
     let mas = matches!(preflight.mode, Mode::Mas(_));
@@ -194,82 +228,115 @@ fn resume(settings: &Settings, opened: Opened, server_name: &str) -> anyhow::Res
     })
 }
 
-/// Streams every user through the pipeline; returns how the run ended.
-async fn drive_users<A: Accounts>(
-    settings: &Settings,
-    client: &SynapseClient,
-    preflight: &Preflight,
-    resumed: Resumed,
-    accounts: &A,
-    retrier: &Retrier,
-) -> anyhow::Result<(Ending, Results, Counts)> {
-    let Resumed {
-        input,
-        results,
-        earlier,
-        earlier_passwords,
-        journal_path,
-    } = resumed;
-    let total = input::count_rows(input.source(), input.layout().has_header);
-    let mut counts = earlier.counts.clone();
-    counts.resumed = earlier.counts.rows();
-    let (feed, reader) = drive::read_input(input, preflight.server_name.clone(), earlier)?;
+/// Opens `--restore-from` (on the blocking pool: a database connection) and
+/// checks that its users are this server's, before any user is touched.
+async fn open_source(spec: &SourceSpec, server_name: &str) -> anyhow::Result<Arc<dyn Source>> {
+    let spec = spec.clone();
+    let source = tokio::task::spawn_blocking(move || crate::source::open(&spec))
+        .await
+        .context("the source reader failed")??;
+    if source.server_name() != server_name {
+        bail!(
+            "--restore-from {}: its users are of {}, not of {server_name} (the server of this              token): give the backup or snapshot of {server_name}",
+            source.describe(),
+            source.server_name()
+        );
+    }
+    Ok(Arc::from(source))
+}
 
-    let journal = if settings.dry_run {
-        None
-    } else {
-        Some(Journal::open(&journal_path)?)
-    };
-    let stop = retrier.stop_signal();
-    let throttle = Throttle::new(settings.rate, settings.burst);
-    let options = Options {
-        server_name: preflight.server_name.clone(),
-        admin: preflight.admin.clone(),
-        dry_run: settings.dry_run,
-        include_erased: settings.include_erased,
-        unlock: settings.unlock,
-        passwords: settings.passwords.clone(),
-        rejoin_since: settings.rejoin_rooms_since,
-    };
-    let worker = Worker {
-        shared: Shared {
-            accounts,
-            synapse: client,
+/// What driving the users needs from the run.
+struct Drive<'a> {
+    settings: &'a Settings,
+    client: &'a SynapseClient,
+    preflight: &'a Preflight,
+    retrier: &'a Retrier,
+    source: Option<Arc<dyn Source>>,
+}
+
+impl Drive<'_> {
+    /// Streams every user through the pipeline; returns how the run ended.
+    async fn users<A: Accounts>(
+        self,
+        resumed: Resumed,
+        accounts: &A,
+    ) -> anyhow::Result<(Ending, Results, Counts)> {
+        let Drive {
+            settings,
+            client,
+            preflight,
             retrier,
-            throttle: throttle.as_ref(),
-            journal: journal.as_ref(),
-            options: &options,
-        },
-        caches: Caches {
+            source,
+        } = self;
+        let Resumed {
+            input,
+            results,
+            earlier,
             earlier_passwords,
-            ..Caches::default()
-        },
-    };
-    // --verbose lines would break a bar: plain progress lines then.
-    let progress = Progress::new(
-        settings.quiet,
-        settings.show_progress,
-        !settings.server.verbose,
-        total,
-    );
-    let mut sink = Sink::new(results, counts, progress, stop, &journal_path);
-    drive::drive(&worker, &mut sink, feed, stop, settings.concurrency).await?;
-    let _ = reader.join();
-    if let Some(j) = journal {
-        j.close();
+            journal_path,
+        } = resumed;
+        let total = input::count_rows(input.source(), input.layout().has_header);
+        let mut counts = earlier.counts.clone();
+        counts.resumed = earlier.counts.rows();
+        let (feed, reader) = drive::read_input(input, preflight.server_name.clone(), earlier)?;
+
+        let journal = if settings.dry_run {
+            None
+        } else {
+            Some(Journal::open(&journal_path)?)
+        };
+        let stop = retrier.stop_signal();
+        let throttle = Throttle::new(settings.rate, settings.burst);
+        let options = Options {
+            server_name: preflight.server_name.clone(),
+            admin: preflight.admin.clone(),
+            dry_run: settings.dry_run,
+            include_erased: settings.include_erased,
+            unlock: settings.unlock,
+            passwords: settings.passwords.clone(),
+            rejoin_since: settings.rejoin_rooms_since,
+        };
+        let worker = Worker {
+            shared: Shared {
+                accounts,
+                synapse: client,
+                retrier,
+                throttle: throttle.as_ref(),
+                journal: journal.as_ref(),
+                source,
+                options: &options,
+            },
+            caches: Caches {
+                earlier_passwords,
+                ..Caches::default()
+            },
+        };
+        // --verbose lines would break a bar: plain progress lines then.
+        let progress = Progress::new(
+            settings.quiet,
+            settings.show_progress,
+            !settings.server.verbose,
+            total,
+        );
+        let mut sink = Sink::new(results, counts, progress, stop, &journal_path);
+        drive::drive(&worker, &mut sink, feed, stop, settings.concurrency).await?;
+        let _ = reader.join();
+        if let Some(j) = journal {
+            j.close();
+        }
+        let ending = match stop.stop() {
+            Some(Stop::Fatal(reason)) => Ending::Fatal(reason),
+            Some(Stop::Interrupted) => Ending::Interrupted,
+            None => Ending::Complete,
+        };
+        if ending == Ending::Complete {
+            // The server never came back for these, but the run went on to the end:
+            // they are failures to report, not work to resume.
+            sink.flush_unreached();
+        }
+        sink.progress.finish();
+        Ok((ending, sink.results, sink.counts))
     }
-    let ending = match stop.stop() {
-        Some(Stop::Fatal(reason)) => Ending::Fatal(reason),
-        Some(Stop::Interrupted) => Ending::Interrupted,
-        None => Ending::Complete,
-    };
-    if ending == Ending::Complete {
-        // The server never came back for these, but the run went on to the end:
-        // they are failures to report, not work to resume.
-        sink.flush_unreached();
-    }
-    sink.progress.finish();
-    Ok((ending, sink.results, sink.counts))
 }
 
 /// Saves the results, removes the journal of a completed run, prints the
@@ -298,7 +365,9 @@ fn finish(
         resume_command,
         sets_passwords: settings.passwords != Passwords::None,
         mas,
-        gives_back_rooms: settings.rejoin_rooms_since.is_some() || settings.columns.rooms.is_some(),
+        gives_back_rooms: settings.rejoin_rooms_since.is_some()
+            || settings.columns.rooms.is_some()
+            || settings.restore_from.is_some(),
     };
     if !settings.quiet {
         eprint!("{}", summary::summary(&input));

@@ -114,6 +114,7 @@ fn read_rows(path: &Path, text: &[u8], server_name: &str) -> anyhow::Result<Earl
         if is_partial(status, cell(3), cell(6)) {
             earlier.counts.partial += 1;
         }
+        earlier.counts.add_restored(cell(7));
     }
     Ok(earlier)
 }
@@ -195,7 +196,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
-            format!("{}\n@a:x,not_found,,,2,,\n", HEADER.join(","))
+            format!("{}\n@a:x,not_found,,,2,,,\n", HEADER.join(","))
         );
     }
 

@@ -13,6 +13,7 @@
 
 pub mod pgpass;
 pub mod snapshot;
+mod sqlite;
 pub mod synapse_db;
 
 use std::fmt;
@@ -182,6 +183,29 @@ pub trait Source: Send + Sync {
     ) -> anyhow::Result<Vec<BackupSession>>;
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_from_reads_files_and_urls_and_refuses_passwords() {
+        assert_eq!(
+            SourceSpec::parse("backup/homeserver.db"),
+            Ok(SourceSpec::File("backup/homeserver.db".into()))
+        );
+        assert_eq!(
+            SourceSpec::parse("postgresql://synapse@db.example.org:5433/synapse_restored"),
+            Ok(SourceSpec::Postgres(
+                "postgresql://synapse@db.example.org:5433/synapse_restored".into()
+            ))
+        );
+        let e = SourceSpec::parse("postgres://synapse:hunter2@db/synapse").unwrap_err();
+        assert!(e.contains("PGPASSWORD") && !e.contains("hunter2"), "{e}");
+        assert!(SourceSpec::parse("postgresql://db").is_err(), "no database");
+        assert!(SourceSpec::parse(" ").is_err());
+    }
+}
+
 impl fmt::Debug for dyn Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.describe())
@@ -195,6 +219,35 @@ pub enum SourceSpec {
     File(std::path::PathBuf),
     /// `postgresql://user@host[:port]/dbname`, never with a password in it.
     Postgres(String),
+}
+
+impl SourceSpec {
+    /// Reads `--restore-from`: a `postgresql://` (or `postgres://`) URL, else a
+    /// file. A URL that carries a password is refused: it would show in `ps`.
+    pub fn parse(arg: &str) -> Result<SourceSpec, String> {
+        let lower = arg.to_ascii_lowercase();
+        if !(lower.starts_with("postgresql://") || lower.starts_with("postgres://")) {
+            if arg.trim().is_empty() {
+                return Err(
+                    "give a snapshot file, a Synapse SQLite file or a postgresql:// URL".into(),
+                );
+            }
+            return Ok(SourceSpec::File(arg.into()));
+        }
+        let url = url::Url::parse(arg).map_err(|e| format!("{arg}: not a valid URL ({e})"))?;
+        if url.password().is_some() {
+            return Err(
+                "the URL carries a password, which any user of this machine can read in the                  process list: remove it and give it in PGPASSWORD or ~/.pgpass"
+                    .into(),
+            );
+        }
+        if url.host_str().is_none_or(str::is_empty) || url.path().trim_matches('/').is_empty() {
+            return Err(format!(
+                "{arg}: give postgresql://USER@HOST[:PORT]/DBNAME (the database the backup was                  restored into)"
+            ));
+        }
+        Ok(SourceSpec::Postgres(arg.to_owned()))
+    }
 }
 
 /// Opens a source and checks that it is one the tool reads: a snapshot, or a

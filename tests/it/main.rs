@@ -8,12 +8,15 @@
 mod cli;
 mod faults;
 mod find;
+mod give_back;
 mod input_props;
 mod interrupt;
 mod mas;
 mod mas_double;
 mod mock;
 mod restore;
+mod restore_from;
 mod runbook;
+mod snapshot;
 mod support;
 mod synapse;

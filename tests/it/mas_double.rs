@@ -411,6 +411,129 @@ async fn mas_double_refuses_passwords_when_disabled_and_keeps_state_when_synapse
     assert!(mas.user("dan").unwrap().deactivated);
 }
 
+#[tokio::test]
+async fn mas_double_opens_and_revokes_personal_sessions_as_mas_does() {
+    let mas = MasDouble::start(MasConfig::default());
+    let alice = mas.add_user("alice", None, false).await;
+    let dan = mas.add_user("dan", None, false).await;
+    mas.deactivate("dan", false).await;
+    let api = AdminApi::new(&mas).await;
+    let c = http();
+    let open = |actor: &str, scope: &str, expires_in: Option<u32>| {
+        let mut body = json!({"actor_user_id": actor, "human_name": "restore", "scope": scope});
+        if let Some(e) = expires_in {
+            body["expires_in"] = json!(e);
+        }
+        api.post("/personal-sessions", Some(body))
+    };
+    let introspect = |token: &str| {
+        c.post(format!("{}/oauth2/introspect", mas.url()))
+            .basic_auth(mas.client_id(), Some(mas.client_secret()))
+            .form(&[("token", token)])
+    };
+
+    let (status, body) = open(&alice, "urn:matrix:client:api:*", Some(300)).await;
+    assert_eq!(status, 201, "{body}");
+    let data = &body["data"];
+    assert_eq!(data["type"], "personal-session");
+    let id = data["id"].as_str().unwrap().to_owned();
+    let a = &data["attributes"];
+    assert_eq!(a["actor_user_id"], json!(alice));
+    assert_eq!(a["owner_client_id"], json!(mas.client_id()));
+    assert_eq!(a["owner_user_id"], Value::Null);
+    assert_eq!(a["scope"], "urn:matrix:client:api:*");
+    assert_eq!(a["revoked_at"], Value::Null);
+    assert!(a["expires_at"].is_string(), "{body}");
+    assert_eq!(
+        body["links"]["self"],
+        json!(format!("/api/admin/v1/personal-sessions/{id}"))
+    );
+    let token = a["access_token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("mpt_"), "{token}");
+
+    // Synapse sees the user, with both names of the API scope, and no device.
+    let (status, seen) = answer(introspect(&token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(seen["active"], true, "{seen}");
+    assert_eq!(seen["username"], "alice");
+    assert_eq!(seen["sub"], json!(alice));
+    assert_eq!(
+        seen["scope"],
+        "urn:matrix:client:api:* urn:matrix:org.matrix.msc2967.client:api:*"
+    );
+    assert!(seen.get("device_id").is_none(), "{seen}");
+    assert!(seen["exp"].is_i64());
+    // Not an admin token.
+    let (status, body) = answer(
+        c.get(format!("{}/api/admin/v1/users", mas.url()))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(
+        (status, titles(&body)),
+        (401, vec!["Missing urn:mas:admin scope"])
+    );
+    // Read back without the token.
+    let (status, body) = api.get(&format!("/personal-sessions/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(body["data"]["attributes"].get("access_token").is_none());
+
+    // Refusals, in MAS's order.
+    let (status, body) = open(&dan, "urn:matrix:client:api:*", Some(300)).await;
+    assert_eq!((status, titles(&body)), (410, vec!["User is not active"]));
+    let unknown = "01J9ZZRT0000000000000000ZZ";
+    let (status, body) = open(unknown, "urn:matrix:client:api:*", None).await;
+    assert_eq!((status, titles(&body)), (404, vec!["User not found"]));
+    let (status, body) = open(&alice, "urn:matrix:client:api:* two\nlines", None).await;
+    assert_eq!((status, titles(&body)), (400, vec!["Invalid scope"]));
+    let (status, _) = open("alice", "urn:matrix:client:api:*", None).await;
+    assert_eq!(status, 422, "a username is not a ULID");
+    assert_eq!(mas.personal_sessions().len(), 1);
+
+    // Revoked: at once, for Synapse too; twice is a conflict.
+    let (status, body) = api
+        .post(&format!("/personal-sessions/{id}/revoke"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["attributes"]["revoked_at"].is_string());
+    assert_eq!(body["data"]["attributes"]["expires_at"], Value::Null);
+    let (_, seen) = answer(introspect(&token)).await;
+    assert_eq!(seen, json!({"active": false}));
+    let (status, body) = api
+        .post(&format!("/personal-sessions/{id}/revoke"), None)
+        .await;
+    assert_eq!(
+        (status, titles(&body)),
+        (
+            409,
+            vec![format!("Personal session with ID {id} is already revoked").as_str()]
+        )
+    );
+    let (status, _) = api
+        .post(&format!("/personal-sessions/{unknown}/revoke"), None)
+        .await;
+    assert_eq!(status, 404);
+    let sessions = mas.personal_sessions();
+    assert!(sessions[0].revoked && !sessions[0].usable, "{sessions:?}");
+    assert_eq!(sessions[0].actor, "alice");
+
+    // A token that expires by itself; a locked actor may get a session (MAS
+    // allows it) whose token Synapse is told is inactive.
+    let (_, body) = open(&alice, "urn:matrix:client:api:*", Some(1)).await;
+    let short = body["data"]["attributes"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(answer(introspect(&short)).await.1["active"], true);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(answer(introspect(&short)).await.1["active"], false);
+    mas.lock("alice").await;
+    let (status, body) = open(&alice, "urn:matrix:client:api:*", Some(300)).await;
+    assert_eq!(status, 201, "{body}");
+    let locked = body["data"]["attributes"]["access_token"].as_str().unwrap();
+    assert_eq!(answer(introspect(locked)).await.1["active"], false);
+}
+
 // ---------------------------------------------------------------- real Synapse
 
 #[tokio::test]
@@ -559,6 +682,55 @@ async fn mas_double_drives_a_real_synapse_end_to_end() {
         (200, json!("@bob:localhost"))
     );
 
+    // A personal session acts as bob on Synapse's client-server API, with
+    // no device; the MAS admin API token that made it is not needed there.
+    let (status, body) = api
+        .post(
+            "/personal-sessions",
+            Some(json!({"actor_user_id": bob, "human_name": "restore",
+                        "scope": "urn:matrix:client:api:*", "expires_in": 300})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let acting = body["data"]["attributes"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = answer(whoami(&acting)).await;
+    assert_eq!(
+        (status, body["user_id"].clone()),
+        (200, json!("@bob:localhost")),
+        "{body}"
+    );
+    assert!(body.get("device_id").is_none_or(Value::is_null), "{body}");
+    let (status, body) = answer(
+        c.put(format!(
+            "{s}/_matrix/client/v3/user/@bob:localhost/account_data/org.example.test"
+        ))
+        .bearer_auth(&acting)
+        .json(&json!({"written": "as bob"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = answer(
+        c.get(format!(
+            "{s}/_synapse/admin/v1/users/@bob:localhost/accountdata"
+        ))
+        .bearer_auth(&admin),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["account_data"]["global"]["org.example.test"],
+        json!({"written": "as bob"})
+    );
+    let (status, body) = answer(
+        c.get(format!("{s}/_synapse/admin/v2/users/@bob:localhost"))
+            .bearer_auth(&acting),
+    )
+    .await;
+    assert_eq!(status, 403, "not an admin token: {body}");
+
     // Reactivating an active user: Synapse accepts it, nothing changes.
     let (status, body) = api.post(&format!("/users/{alice}/reactivate"), None).await;
     assert_eq!(status, 200, "{body}");
@@ -570,4 +742,133 @@ async fn mas_double_drives_a_real_synapse_end_to_end() {
     assert_eq!(status, 200);
     let (_, body) = answer(user("@alice:localhost")).await;
     assert_eq!(body["locked"], true, "{body}");
+}
+
+// ---------------------------------------------------------------- the backend
+
+/// The tool's MAS backend against the double: e-mails given back as a union
+/// (phone numbers refused), and a personal session to act as the user,
+/// opened and revoked.
+#[tokio::test]
+async fn mas_double_serves_the_mas_backend_threepids_and_personal_sessions() {
+    use matrix_reactivate::backend::mas::{MasAccounts, MasClient, MasCredentials};
+    use matrix_reactivate::backend::synapse::SynapseClient;
+    use matrix_reactivate::backend::{act_as::Ending, Account, Accounts};
+    use matrix_reactivate::retry::{CallError, Policy, Retrier};
+    use matrix_reactivate::source::Threepid;
+    use matrix_reactivate::stop::StopSignal;
+    use matrix_reactivate::user_id::UserId;
+    use std::sync::Arc;
+
+    let mas = MasDouble::start(MasConfig::default());
+    let alice = mas.add_user("alice", None, false).await;
+    let dan = mas.add_user("dan", None, false).await;
+    mas.deactivate("dan", false).await;
+    let timeout = Duration::from_secs(10);
+    let http = matrix_reactivate::http::Http::new(&mas.url(), timeout, None, 2).unwrap();
+    let client = MasClient::connect(
+        http,
+        MasCredentials::Client {
+            id: mas.client_id().to_owned(),
+            secret: mas.client_secret().to_owned().into(),
+        },
+        |_| Ok(()),
+    )
+    .await
+    .unwrap();
+    // Never called: the session's Synapse is only where its requests go.
+    let synapse = SynapseClient::new(
+        "http://127.0.0.1:9",
+        &"unused".to_owned().into(),
+        timeout,
+        None,
+        1,
+    )
+    .unwrap();
+    let policy = Policy {
+        attempts: 2,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(2),
+        max_outage: None,
+    };
+    let retrier = Arc::new(Retrier::new(policy, Arc::new(StopSignal::new())));
+    let accounts = MasAccounts::new(synapse, Arc::new(client), retrier);
+    let user = UserId::parse("@alice:example.org").unwrap();
+    let account = Account {
+        handle: Some(alice.clone()),
+        ..Account::default()
+    };
+    let tp = |medium: &str, address: &str| Threepid {
+        medium: medium.into(),
+        address: address.into(),
+        validated_at: Some(1),
+        added_at: None,
+    };
+
+    assert_eq!(accounts.threepids(&user, &account).await.unwrap(), []);
+    let wanted = [
+        tp("email", "alice@example.org"),
+        tp("email", "Alice@Example.org"),
+        tp("msisdn", "447700900000"),
+        tp("email", "a2@example.org"),
+    ];
+    let e = accounts
+        .add_threepids(&user, &account, &wanted)
+        .await
+        .unwrap_err();
+    match e {
+        CallError::Row(e) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("MAS holds no phone numbers") && text.contains("447700900000"),
+                "{text}"
+            );
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(
+        mas.user("alice").unwrap().emails,
+        ["alice@example.org", "a2@example.org"]
+    );
+    // Again: nothing added twice, and only e-mails asked for: no error.
+    accounts
+        .add_threepids(&user, &account, &wanted[..2])
+        .await
+        .unwrap();
+    let now = accounts.threepids(&user, &account).await.unwrap();
+    assert_eq!(now.len(), 2);
+    assert!(now.iter().all(|t| t.medium == "email"));
+
+    let session = accounts
+        .act_as(&user, &account, Duration::from_secs(300))
+        .await
+        .unwrap();
+    let sessions = mas.personal_sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        (sessions[0].actor.as_str(), sessions[0].scope.as_str()),
+        ("alice", "urn:matrix:client:api:*")
+    );
+    assert!(sessions[0].usable);
+    assert!(
+        matches!(&session.ending, Ending::Revoke { session_id } if *session_id == sessions[0].id)
+    );
+    assert!(session.auth().is_sensitive());
+    accounts.end_acting(session).await.unwrap();
+    let sessions = mas.personal_sessions();
+    assert!(sessions[0].revoked && !sessions[0].usable);
+
+    let gone = Account {
+        handle: Some(dan),
+        ..Account::default()
+    };
+    let dan_id = UserId::parse("@dan:example.org").unwrap();
+    match accounts
+        .act_as(&dan_id, &gone, Duration::from_secs(60))
+        .await
+    {
+        Err(CallError::Row(e)) => assert_eq!(e.status(), Some(410), "{e}"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("a session for a deactivated user"),
+    }
 }

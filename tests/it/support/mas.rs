@@ -11,7 +11,9 @@
 //! any lookup, so a malformed token is an "Invalid type of access token"); the
 //! admin API's authentication (its statuses and error titles, in MAS's order
 //! of checks), user look-up, listing with cursor paging, reactivate, lock,
-//! unlock, deactivate, set-password, adding and listing e-mails, with MAS's
+//! unlock, deactivate, set-password, adding and listing e-mails, personal
+//! sessions (create, read, revoke: a token acting as a user, for a client-owned
+//! session, whose introspection Synapse accepts as that user), with MAS's
 //! JSON:API bodies, status codes, error titles and the web framework's
 //! plain-text rejections of bad JSON bodies; and, when linked to a real Synapse,
 //! token introspection for Synapse and the calls MAS makes to Synapse's
@@ -119,6 +121,19 @@ pub struct UserSnapshot {
     pub locked: bool,
     pub password: Option<String>,
     pub emails: Vec<String>,
+}
+
+/// A personal session as MAS holds it, for assertions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSnapshot {
+    pub id: String,
+    /// The username of the user it acts as.
+    pub actor: String,
+    pub human_name: String,
+    pub scope: String,
+    pub revoked: bool,
+    /// Its token still works: not revoked, not expired.
+    pub usable: bool,
 }
 
 /// The running double. Dropping it stops the server.
@@ -267,6 +282,11 @@ impl MasDouble {
         self.view().user(localpart)
     }
 
+    /// See `MasView::personal_sessions`.
+    pub fn personal_sessions(&self) -> Vec<SessionSnapshot> {
+        self.view().personal_sessions()
+    }
+
     /// A read-only view of the double's users that outlives a borrow of it:
     /// for a mock Synapse whose answers follow MAS's state.
     pub fn view(&self) -> MasView {
@@ -295,6 +315,30 @@ impl MasView {
             st.users.values().map(|u| u.username.clone()).collect()
         };
         names.iter().filter_map(|n| self.user(n)).collect()
+    }
+
+    /// Every personal session acting as a user, in creation order.
+    pub fn personal_sessions(&self) -> Vec<SessionSnapshot> {
+        let st = self.inner.state();
+        st.personal_sessions
+            .values()
+            .map(|p| SessionSnapshot {
+                id: p.id.clone(),
+                actor: st
+                    .users
+                    .get(&p.actor)
+                    .map(|u| u.username.clone())
+                    .unwrap_or_default(),
+                human_name: p.human_name.clone(),
+                scope: scope_string(&p.scope),
+                revoked: p.revoked_at.is_some(),
+                usable: p
+                    .token
+                    .as_ref()
+                    .and_then(|t| st.tokens.get(t))
+                    .is_some_and(|t| !t.revoked && !t.expired()),
+            })
+            .collect()
     }
 
     /// The user as MAS holds it, `None` if there is no such username.
@@ -428,6 +472,8 @@ struct State {
     users: BTreeMap<String, User>,
     emails: BTreeMap<String, Email>,
     tokens: HashMap<String, Token>,
+    /// Personal sessions by ULID.
+    personal_sessions: BTreeMap<String, PersonalSession>,
     requests: Vec<(String, String)>,
     tokens_issued: usize,
     synapse: Option<SynapseLink>,
@@ -452,12 +498,26 @@ struct Email {
     email: String,
 }
 
+/// A personal session: a token acting as `actor`, owned by the admin client.
+struct PersonalSession {
+    id: String,
+    created_at: SystemTime,
+    revoked_at: Option<SystemTime>,
+    actor: String,
+    human_name: String,
+    scope: BTreeSet<String>,
+    /// The session's current token, until the session is revoked.
+    token: Option<String>,
+}
+
 #[derive(Clone)]
 enum TokenKind {
     /// Client credentials (`mat_`).
     ClientCredentials,
     /// Personal access token owned by a client (`mpt_`).
     Personal,
+    /// The token of a personal session acting as a user (`mpt_`).
+    Acting { session_id: String },
     /// Compatibility session (`mct_`) of a user, with its Matrix device.
     Compat {
         user_id: String,
@@ -1060,6 +1120,42 @@ fn introspect(inner: &Inner, parts: &Parts, body: &Bytes) -> Resp {
             }
             r
         }
+        TokenKind::Acting { session_id } => {
+            let Some(session) = st.personal_sessions.get(session_id) else {
+                return inactive();
+            };
+            let Some(user) = st.users.get(&session.actor) else {
+                return inactive();
+            };
+            // MAS: the session must not be revoked, the actor neither locked
+            // nor deactivated.
+            if session.revoked_at.is_some()
+                || user.locked_at.is_some()
+                || user.deactivated_at.is_some()
+            {
+                return inactive();
+            }
+            // MAS adds each API scope's other name (stable, unstable).
+            let mut scope = session.scope.clone();
+            if API_SCOPES.iter().any(|s| scope.contains(*s)) {
+                scope.extend(API_SCOPES.iter().map(|s| s.to_string()));
+            }
+            let mut r = json!({
+                "active": true,
+                "scope": scope_string(&scope),
+                "client_id": cfg.client_id,
+                "username": user.username,
+                "token_type": "access_token",
+                "iat": iat,
+                "nbf": iat,
+                "sub": user.id,
+            });
+            if let Some(exp) = t.expires_at {
+                r["exp"] = json!(unix(exp));
+                r["expires_in"] = json!(unix(exp) - unix(SystemTime::now()));
+            }
+            r
+        }
         TokenKind::Compat {
             user_id,
             device_id,
@@ -1157,6 +1253,9 @@ enum Admin {
     UserAction(String, &'static str),
     ListEmails,
     AddEmail,
+    AddPersonalSession,
+    GetPersonalSession(String),
+    RevokePersonalSession(String),
 }
 
 async fn admin(inner: &Inner, parts: &Parts, body: &Bytes, rest: &str) -> Resp {
@@ -1184,9 +1283,16 @@ async fn admin(inner: &Inner, parts: &Parts, body: &Bytes, rest: &str) -> Resp {
         },
         ["user-emails"] if get => Admin::ListEmails,
         ["user-emails"] if post => Admin::AddEmail,
-        ["users"] | ["users", "by-username", _] | ["users", _] | ["user-emails"] => {
-            return empty(StatusCode::METHOD_NOT_ALLOWED)
-        }
+        ["personal-sessions"] if post => Admin::AddPersonalSession,
+        ["personal-sessions", id] if get => Admin::GetPersonalSession(id.to_string()),
+        ["personal-sessions", id, "revoke"] if post => Admin::RevokePersonalSession(id.to_string()),
+        ["users"]
+        | ["users", "by-username", _]
+        | ["users", _]
+        | ["user-emails"]
+        | ["personal-sessions"]
+        | ["personal-sessions", _]
+        | ["personal-sessions", _, "revoke"] => return empty(StatusCode::METHOD_NOT_ALLOWED),
         ["users", _, "reactivate" | "lock" | "unlock" | "deactivate" | "set-password"] => {
             return empty(StatusCode::METHOD_NOT_ALLOWED)
         }
@@ -1233,6 +1339,14 @@ async fn admin(inner: &Inner, parts: &Parts, body: &Bytes, rest: &str) -> Resp {
         }
         Admin::ListEmails => list_emails(inner, query),
         Admin::AddEmail => add_email(inner, parts, body).await,
+        Admin::AddPersonalSession => add_personal_session(inner, parts, body).await,
+        Admin::GetPersonalSession(id) | Admin::RevokePersonalSession(id) => {
+            let Some(id) = ulid_canonical(&id) else {
+                return errors(StatusCode::BAD_REQUEST, &["Invalid ULID in path"]);
+            };
+            let revoke = parts.method == Method::POST;
+            personal_session_action(inner, &id, revoke)
+        }
     }
 }
 
@@ -1716,6 +1830,155 @@ async fn add_email(inner: &Inner, parts: &Parts, body: &Bytes) -> Resp {
         eprintln!("MAS double: provisioning {user_id}'s e-mails in Synapse: {e:?}");
     }
     json_resp(StatusCode::CREATED, &resource)
+}
+
+#[derive(Deserialize)]
+struct AddPersonalSessionBody {
+    actor_user_id: String,
+    human_name: String,
+    scope: String,
+    expires_in: Option<u32>,
+}
+
+/// RFC 6749's scope-token characters (MAS's `ScopeToken` parser).
+fn nqchar(c: char) -> bool {
+    c == '\x21' || ('\x23'..='\x5B').contains(&c) || ('\x5D'..='\x7E').contains(&c)
+}
+
+/// MAS's `PersonalSession` resource; the token only when it was just made.
+fn personal_session_resource(
+    st: &State,
+    owner: &str,
+    p: &PersonalSession,
+    with_token: bool,
+) -> Value {
+    let token = p.token.as_ref().and_then(|t| st.tokens.get(t));
+    let mut attributes = json!({
+        "created_at": rfc3339(p.created_at),
+        "revoked_at": p.revoked_at.map(rfc3339),
+        "owner_user_id": null,
+        "owner_client_id": owner,
+        "actor_user_id": p.actor,
+        "human_name": p.human_name,
+        "scope": scope_string(&p.scope),
+        "last_active_at": null,
+        "last_active_ip": null,
+        "expires_at": token.and_then(|t| t.expires_at).map(rfc3339),
+    });
+    if with_token {
+        attributes["access_token"] = json!(p.token);
+    }
+    let path = format!("/api/admin/v1/personal-sessions/{}", p.id);
+    json!({
+        "data": {"type": "personal-session", "id": p.id, "attributes": attributes,
+                 "links": {"self": path}},
+        "links": {"self": path},
+    })
+}
+
+/// `POST /personal-sessions`, in MAS's order of checks: the body, the
+/// actor (404, then 410 when deactivated; a locked actor is allowed), the
+/// scope (400); then the session, its `mpt_` token, and the devices its
+/// scope names, created in Synapse.
+async fn add_personal_session(inner: &Inner, parts: &Parts, body: &Bytes) -> Resp {
+    let b: AddPersonalSessionBody = match json_body(&parts.headers, body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(actor) = ulid_canonical(&b.actor_user_id) else {
+        return text(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Failed to deserialize the JSON body into the target type: actor_user_id: invalid ULID",
+        );
+    };
+    let scope: Option<BTreeSet<String>> = b
+        .scope
+        .split(' ')
+        .map(|t| (!t.is_empty() && t.chars().all(nqchar)).then(|| t.to_owned()))
+        .collect();
+    let (username, devices) = {
+        let st = inner.state();
+        let Some(u) = st.users.get(&actor) else {
+            return errors(StatusCode::NOT_FOUND, &["User not found"]);
+        };
+        if u.deactivated_at.is_some() {
+            return errors(StatusCode::GONE, &["User is not active"]);
+        }
+        let Some(scope) = &scope else {
+            return errors(StatusCode::BAD_REQUEST, &["Invalid scope"]);
+        };
+        let devices: Vec<String> = scope
+            .iter()
+            .filter_map(|t| t.strip_prefix("urn:matrix:client:device:"))
+            .map(str::to_owned)
+            .collect();
+        (u.username.clone(), devices)
+    };
+    for device_id in devices {
+        let body = json!({"localpart": username, "device_id": device_id});
+        if let Err(SynapseFailure(mut titles)) = inner.synapse_call(&UPSERT_DEVICE, body).await {
+            titles.insert(0, "Failed to provision device".into());
+            let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
+            return errors(StatusCode::INTERNAL_SERVER_ERROR, &titles);
+        }
+    }
+    let mut st = inner.state();
+    let id = st.next_ulid();
+    let token = generate_token("mpt");
+    let ttl = b.expires_in.map(|s| Duration::from_secs(u64::from(s)));
+    let mut t = Token::new(
+        st.next_ulid(),
+        TokenKind::Acting {
+            session_id: id.clone(),
+        },
+        [],
+        ttl,
+    );
+    let scope = scope.expect("checked above");
+    t.scope = scope.clone();
+    st.tokens.insert(token.clone(), t);
+    let session = PersonalSession {
+        id: id.clone(),
+        created_at: SystemTime::now(),
+        revoked_at: None,
+        actor,
+        human_name: b.human_name,
+        scope,
+        token: Some(token),
+    };
+    let resource = personal_session_resource(&st, &inner.config.client_id, &session, true);
+    st.personal_sessions.insert(id, session);
+    json_resp(StatusCode::CREATED, &resource)
+}
+
+/// `GET /personal-sessions/{id}` and `POST …/revoke` (409 when revoked
+/// already; revoking ends the token at once).
+fn personal_session_action(inner: &Inner, id: &str, revoke: bool) -> Resp {
+    let mut st = inner.state();
+    let Some(p) = st.personal_sessions.get(id) else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            &[&format!("Personal session with ID {id} not found")],
+        );
+    };
+    if revoke {
+        if p.revoked_at.is_some() {
+            return errors(
+                StatusCode::CONFLICT,
+                &[&format!("Personal session with ID {id} is already revoked")],
+            );
+        }
+        let token = st.personal_sessions.get_mut(id).and_then(|p| {
+            p.revoked_at = Some(SystemTime::now());
+            p.token.take()
+        });
+        if let Some(t) = token.and_then(|t| st.tokens.get_mut(&t)) {
+            t.revoked = true;
+        }
+    }
+    let p = &st.personal_sessions[id];
+    let resource = personal_session_resource(&st, &inner.config.client_id, p, false);
+    json_resp(StatusCode::OK, &resource)
 }
 
 /// The cause lettre gives for an address it refuses, roughly.

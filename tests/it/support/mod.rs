@@ -11,4 +11,5 @@ pub mod mas_world;
 pub mod mock_synapse;
 pub mod outage_proxy;
 pub mod real_synapse;
+pub mod rich_account;
 pub mod workdir;

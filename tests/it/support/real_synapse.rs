@@ -417,3 +417,180 @@ impl Drop for MasSynapse {
             .output();
     }
 }
+
+// ------------------------------------------- the Synapse on PostgreSQL, and raw requests
+
+/// The PostgreSQL server `scripts/test.sh` starts (MATRIX_REACTIVATE_PG_URL,
+/// without password; MATRIX_REACTIVATE_PG_PASSWORD; POSTGRES_BIN for psql and
+/// pg_dump), logged into as a role that may create databases.
+pub struct Postgres {
+    /// `postgresql://USER@HOST:PORT/`, to which a database name is appended.
+    pub url: String,
+    pub password: String,
+    bin: PathBuf,
+}
+
+/// The second Synapse of a test run: on PostgreSQL, named `pg.localhost`
+/// (SYNAPSE_PG_URL, SYNAPSE_PG_ADMIN_TOKEN, SYNAPSE_PG_SERVER_NAME,
+/// SYNAPSE_PG_DB_NAME).
+pub struct PgSynapse {
+    pub api: Synapse,
+    /// The name of its database on `postgres`.
+    pub db_name: String,
+    pub postgres: Postgres,
+}
+
+/// The Synapse on PostgreSQL of this test run, or `None` when skipping is
+/// allowed; like `synapse()`, it fails loudly when missing otherwise.
+pub fn pg_synapse() -> Option<PgSynapse> {
+    let keys = [
+        "SYNAPSE_PG_URL",
+        "SYNAPSE_PG_ADMIN_TOKEN",
+        "SYNAPSE_PG_SERVER_NAME",
+        "SYNAPSE_PG_DB_NAME",
+        "MATRIX_REACTIVATE_PG_URL",
+        "MATRIX_REACTIVATE_PG_PASSWORD",
+    ];
+    let values: Vec<String> = keys
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .collect();
+    if values.len() < keys.len() {
+        if may_skip("real-Synapse test on PostgreSQL") {
+            return None;
+        }
+        panic!(
+            "no Synapse on PostgreSQL for the end-to-end tests ({} must be set): run them with \
+             scripts/test.sh, which starts one (needs python3 and PostgreSQL), or set \
+             MATRIX_REACTIVATE_SKIP_SYNAPSE=1 to skip them locally",
+            keys.join(", ")
+        );
+    }
+    let bin = std::env::var_os("POSTGRES_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+    let mut v = values.into_iter();
+    let mut next = || v.next().expect("one value per key");
+    let api = Synapse::at(next(), next(), next());
+    let db_name = next();
+    let postgres = Postgres {
+        url: next(),
+        password: next(),
+        bin,
+    };
+    Some(PgSynapse {
+        api,
+        db_name,
+        postgres,
+    })
+}
+
+/// The SQLite database of the test run's Synapse (SYNAPSE_DB_PATH).
+pub fn sqlite_path() -> PathBuf {
+    let path = std::env::var_os("SYNAPSE_DB_PATH")
+        .map(PathBuf::from)
+        .expect(
+            "SYNAPSE_DB_PATH is not set: scripts/test.sh exports it with the Synapse it starts",
+        );
+    assert!(path.is_file(), "no database at {}", path.display());
+    path
+}
+
+impl Postgres {
+    /// The URL of database `db` (no password).
+    pub fn db_url(&self, db: &str) -> String {
+        format!("{}{db}", self.url)
+    }
+
+    /// One of PostgreSQL's programs, logged in with the password.
+    fn program(&self, name: &str) -> std::process::Command {
+        let path = self.bin.join(name);
+        let mut c = std::process::Command::new(if path.exists() {
+            path
+        } else {
+            PathBuf::from(name)
+        });
+        c.env("PGPASSWORD", &self.password)
+            .env("PGCONNECT_TIMEOUT", "10");
+        c
+    }
+
+    /// Runs `sql` on database `db` with psql; prints the rows unaligned, one
+    /// per line, fields separated by `|`.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self
+            .program("psql")
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.db_url(db))
+            .args(["-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql on {db}: {sql}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What an admin does to get last night's copy back: `pg_dump` database
+    /// `from` into a file in `dir`, create database `to` (as Synapse needs
+    /// it: UTF8, C collation) and `pg_restore` the dump into it.
+    pub fn copy_database(&self, from: &str, to: &str, dir: &Path) {
+        let dump = dir.join(format!("{from}.dump"));
+        let out = self
+            .program("pg_dump")
+            .args(["--format=custom", "--no-owner", "--file"])
+            .arg(&dump)
+            .arg(self.db_url(from))
+            .output()
+            .expect("pg_dump runs");
+        assert!(
+            out.status.success(),
+            "pg_dump {from}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.psql(
+            "postgres",
+            &format!(
+                "CREATE DATABASE {to} ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' \
+                 TEMPLATE template0"
+            ),
+        );
+        let out = self
+            .program("pg_restore")
+            .args(["--no-owner", "--exit-on-error", "-d"])
+            .arg(self.db_url(to))
+            .arg(&dump)
+            .output()
+            .expect("pg_restore runs");
+        assert!(
+            out.status.success(),
+            "pg_restore into {to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Drops database `db`, if it exists.
+    pub fn drop_database(&self, db: &str) {
+        self.psql("postgres", &format!("DROP DATABASE IF EXISTS {db}"));
+    }
+}
+
+impl Synapse {
+    /// Any request, as the admin (`token` = None) or with `token`, waiting out
+    /// 429s; the status and the JSON body (null when there is none).
+    pub async fn request(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let token = token.unwrap_or(&self.token);
+        let r = self.send(token, method, path, body).await;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+}

@@ -23,6 +23,8 @@ pub struct Row {
     pub line: String,
     pub rooms_rejoined: String,
     pub rooms_failed: String,
+    /// What `--restore-from` gave back: `item:count` joined by `;`.
+    pub restored: String,
 }
 
 impl Row {
@@ -99,7 +101,8 @@ pub fn read_results(path: &Path) -> Vec<Row> {
             "error",
             "line",
             "rooms_rejoined",
-            "rooms_failed"
+            "rooms_failed",
+            "restored"
         ]
     );
     r.records()
@@ -113,6 +116,7 @@ pub fn read_results(path: &Path) -> Vec<Row> {
                 line: rec[4].to_owned(),
                 rooms_rejoined: rec[5].to_owned(),
                 rooms_failed: rec[6].to_owned(),
+                restored: rec[7].to_owned(),
             }
         })
         .collect()
