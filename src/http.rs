@@ -37,6 +37,10 @@ pub enum ApiError {
     /// A success status with a body that is not what the API documents.
     #[error("unexpected answer from the server (HTTP {status}): {message}")]
     BadBody { status: u16, message: String },
+    /// Not sent: the server cannot hold what was asked (a phone number for
+    /// MAS). Final; nothing to retry.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 fn http_error_text(status: u16, errcode: &Option<String>, message: &str) -> String {
@@ -297,6 +301,7 @@ fn verbose_line(what: &str, result: Result<u16, &ApiError>, latency: Duration) -
         Err(ApiError::BadBody { status, .. }) => format!("{status} (unreadable answer)"),
         // "timed out", "could not connect", …: the kind, not the whole chain.
         Err(ApiError::Transport(text)) => text.split(':').next().unwrap_or(text).to_owned(),
+        Err(ApiError::Unsupported(_)) => "not sent".to_owned(),
     };
     let attempt = ATTEMPT
         .try_with(|n| format!(" · attempt {n}"))

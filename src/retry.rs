@@ -335,7 +335,7 @@ fn classify(err: &ApiError) -> Class {
         // A truncated or garbled success body: the request may have been applied;
         // repeating it is safe (same request, same password) and may get a clean answer.
         ApiError::BadBody { .. } => Class::Transient,
-        ApiError::Http { .. } | ApiError::Transport(_) => Class::Final,
+        ApiError::Http { .. } | ApiError::Transport(_) | ApiError::Unsupported(_) => Class::Final,
     }
 }
 

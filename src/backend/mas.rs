@@ -708,13 +708,10 @@ impl Accounts for MasAccounts {
         if others.is_empty() {
             return Ok(());
         }
-        Err(CallError::Row(ApiError::BadBody {
-            status: 0,
-            message: format!(
-                "MAS holds no phone numbers: {} not given back",
-                others.join(", ")
-            ),
-        }))
+        Err(CallError::Row(ApiError::Unsupported(format!(
+            "MAS holds no phone numbers: {} not given back",
+            others.join(", ")
+        ))))
     }
 
     /// A personal session of the user, scope `urn:matrix:client:api:*`; its
@@ -751,14 +748,31 @@ impl Accounts for MasAccounts {
     async fn end_acting(&self, session: UserSession) -> Result<(), CallError> {
         match &session.ending {
             Ending::Revoke { session_id } => {
-                self.call(AuthFailure::StopsRun, || {
-                    self.mas.revoke_personal_session(session_id)
-                })
-                .await
+                let ended = self
+                    .call(AuthFailure::StopsRun, || {
+                        self.mas.revoke_personal_session(session_id)
+                    })
+                    .await;
+                match ended {
+                    // The run is stopping and sends nothing more, but this
+                    // token must not outlive the user's turn: one try.
+                    Err(CallError::Stopped) => self
+                        .mas
+                        .revoke_personal_session(session_id)
+                        .await
+                        .map(|_| ())
+                        .map_err(CallError::Row),
+                    other => other.map(|_| ()),
+                }
             }
             Ending::Logout => {
-                self.call(AuthFailure::ForbiddenFailsRow, || session.logout())
-                    .await
+                let ended = self
+                    .call(AuthFailure::ForbiddenFailsRow, || session.logout())
+                    .await;
+                match ended {
+                    Err(CallError::Stopped) => session.logout().await.map_err(CallError::Row),
+                    other => other,
+                }
             }
         }
     }

@@ -634,14 +634,20 @@ impl Accounts for SynapseAccounts {
     async fn end_acting(&self, session: UserSession) -> Result<(), CallError> {
         match &session.ending {
             Ending::Logout => {
-                self.retrier
+                let ended = self
+                    .retrier
                     .call(AuthFailure::ForbiddenFailsRow, || session.logout())
-                    .await
+                    .await;
+                match ended {
+                    // The run is stopping and sends nothing more, but this
+                    // token must not outlive the user's turn: one try.
+                    Err(CallError::Stopped) => session.logout().await.map_err(CallError::Row),
+                    other => other,
+                }
             }
-            Ending::Revoke { .. } => Err(CallError::Row(ApiError::BadBody {
-                status: 0,
-                message: "a MAS personal session cannot be ended through Synapse".into(),
-            })),
+            Ending::Revoke { .. } => Err(CallError::Row(ApiError::Unsupported(
+                "a MAS personal session cannot be ended through Synapse".into(),
+            ))),
         }
     }
 }

@@ -493,7 +493,14 @@ impl<A: Accounts> Worker<'_, A> {
         match accounts.add_threepids(&job.user, account, &missing).await {
             Ok(()) => tally.add(Item::Emails, missing.len() as u64),
             Err(CallError::Stopped) => return Err(Stopped),
-            Err(CallError::Row(e)) => tally.fail(Item::Emails, e),
+            Err(CallError::Row(e)) => {
+                tally.fail(Item::Emails, e);
+                // Some may have been added before the failure: count what is there.
+                if let Ok(now) = accounts.threepids(&job.user, account).await {
+                    let (_, present) = missing_threepids(&missing, &now);
+                    tally.add(Item::Emails, present);
+                }
+            }
         }
         Ok(())
     }

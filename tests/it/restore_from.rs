@@ -527,3 +527,117 @@ async fn sources_that_cannot_serve_are_refused_before_any_user_is_touched() {
         "the password is never repeated"
     );
 }
+
+#[tokio::test]
+async fn mas_restore_acts_as_the_user_through_a_personal_session_and_gives_emails_to_mas() {
+    use crate::support::mas::MasConfig;
+    use crate::support::mas_world::{id, MasWorld};
+
+    let world = MasWorld::start(MasConfig::default()).await;
+    world.user("olga", "olga-pw", true).await;
+    let olga = id("olga");
+    let w = Workdir::new();
+    let mut before = ann_before();
+    // On a MAS server rooms and profile go through Synapse's admin API as on
+    // any server; this test is about what goes to MAS and the session.
+    before.rooms.clear();
+    before.profile = Profile::default();
+    before.push_rules = PushRules::default();
+    before.threepids.push(Threepid {
+        medium: "msisdn".into(),
+        address: "447700900123".into(),
+        validated_at: None,
+        added_at: None,
+    });
+    let snap = snapshot(&w, "example.org", &[(olga.as_str(), before)]);
+    let synapse = &world.synapse;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/_synapse/admin/v1/users/{}/accountdata",
+            enc(&olga)
+        )))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"account_data": {"global": {}, "rooms": {}}})),
+        )
+        .mount(synapse)
+        .await;
+    let ok_empty = || ResponseTemplate::new(200).set_body_json(json!({}));
+    let as_olga = [
+        (
+            "PUT",
+            format!(
+                "/_matrix/client/v3/user/{}/account_data/m.direct",
+                enc(&olga)
+            ),
+            ok_empty(),
+        ),
+        (
+            "PUT",
+            format!(
+                "/_matrix/client/v3/user/{}/rooms/{}/account_data/m.tag",
+                enc(&olga),
+                enc(ROOM)
+            ),
+            ok_empty(),
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/room_keys/version".into(),
+            ResponseTemplate::new(404)
+                .set_body_json(json!({"errcode": "M_NOT_FOUND", "error": "No backup found"})),
+        ),
+        (
+            "POST",
+            "/_matrix/client/v3/room_keys/version".into(),
+            ResponseTemplate::new(200).set_body_json(json!({"version": "1"})),
+        ),
+        (
+            "PUT",
+            "/_matrix/client/v3/room_keys/keys".into(),
+            ResponseTemplate::new(200).set_body_json(json!({"etag": "1", "count": 1})),
+        ),
+    ];
+    for (verb, p, resp) in as_olga {
+        Mock::given(method(verb))
+            .and(path(p))
+            .respond_with(resp)
+            .mount(synapse)
+            .await;
+    }
+    w.write("in.csv", "olga\n");
+    let out = run(world.tool(&w, &["--restore-from", &snap])).await;
+    // A phone number cannot go to MAS: the row says so and needs attention.
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let row = &w.results("out.csv")[0];
+    assert_eq!(row.status, "reactivated", "{row:?}");
+    assert_eq!(
+        row.restored, "emails:1;account_data:1;room_account_data:1;backup_keys:2500",
+        "{row:?}"
+    );
+    assert!(row.error.contains("phone"), "{row:?}");
+    let mas_user = world.mas.user("olga").unwrap();
+    assert_eq!(mas_user.emails, vec!["ann@example.org".to_owned()]);
+    let sessions = world.mas.personal_sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].actor, "olga");
+    assert_eq!(sessions[0].scope, "urn:matrix:client:api:*");
+    assert!(sessions[0].revoked && !sessions[0].usable, "{sessions:?}");
+    // Everything as the user went with the session's token, not the admin's.
+    let requests = synapse.received_requests().await.unwrap();
+    let client: Vec<&wiremock::Request> = requests
+        .iter()
+        .filter(|r| {
+            r.url.path().starts_with("/_matrix/client/v3/") && !r.url.path().ends_with("/whoami")
+        })
+        .collect();
+    assert_eq!(
+        client.len(),
+        7,
+        "2 account data, version read and made, 3 uploads"
+    );
+    for r in client {
+        let auth = r.headers.get("authorization").unwrap().to_str().unwrap();
+        assert_ne!(auth, format!("Bearer {TOKEN}"), "{} as the admin", r.url);
+    }
+}

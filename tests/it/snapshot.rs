@@ -499,7 +499,15 @@ async fn snapshot_interrupted_leaves_no_file_and_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once it reads users (past the preflight, however slow the machine).
+    for _ in 0..200 {
+        let asked = m.server.received_requests().await.unwrap_or_default();
+        if asked.iter().any(|r| r.url.path().contains("%40slow")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
