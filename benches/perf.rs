@@ -1,8 +1,11 @@
 //! Performance benchmark: throughput, pacing, memory, a real Synapse, start-up,
-//! and `find` over 100,000 deactivated users.
+//! `find` over 100,000 deactivated users, `snapshot` of 10,000 users, and
+//! `--restore-from` against a real Synapse (50 users; one user with a key
+//! backup of 100,000 sessions).
 //!
 //! Run with `scripts/bench.sh` (which also starts a Synapse with
-//! `bcrypt_rounds: 12` for the real-server figures), or `cargo bench --bench perf`
+//! `bcrypt_rounds: 12` for the real-server figure, and one with
+//! `bcrypt_rounds: 4` for the restore figures), or `cargo bench --bench perf`
 //! for the mock-server figures alone. Prints a Markdown table of medians.
 //!
 //! The tool runs as a real process (the release binary) against a small hyper
@@ -43,6 +46,8 @@ struct Mock {
     puts: AtomicU64,
     /// When each PUT arrived, for the pacing figures.
     put_times: Mutex<Vec<Instant>>,
+    /// Active users the mock lists for `snapshot` (none unless a figure sets it).
+    snap_users: AtomicU64,
 }
 
 impl Mock {
@@ -62,6 +67,12 @@ async fn answer(
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     // Drain the body so the connection can be reused.
     let _ = req.into_body().collect().await;
     if path.ends_with("/auth_metadata") {
@@ -72,6 +83,14 @@ async fn answer(
             .body(Full::new(Bytes::from_static(
                 br#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
             )))
+            .expect("a valid response"));
+    }
+    let snap_users = mock.snap_users.load(Ordering::Relaxed);
+    if let Some(body) = snapshot_answer(snap_users, &path, &query, &auth) {
+        mock.gets.fetch_add(1, Ordering::Relaxed);
+        return Ok(Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
             .expect("a valid response"));
     }
     if let Some(body) = find_answer(&path, &query) {
@@ -183,6 +202,181 @@ fn find_answer(path: &str, query: &str) -> Option<String> {
         })
         .collect();
     Some(format!(r#"{{"state":[{}]}}"#, events.join(",")))
+}
+
+// ---------------------------------------------------------------- snapshot's server
+
+/// Sessions in each listed user's key backup, spread over `SNAP_ROOMS` rooms.
+const SNAP_SESSIONS: u64 = 20;
+const SNAP_ROOMS: u64 = 4;
+
+/// The answers `snapshot` needs for `n` active users `@snap{i:07}:example.org`:
+/// the v3 list of active users in pages; each user (an e-mail, a profile),
+/// their memberships, their account data and a puppet login as the admin;
+/// then, with the puppet token `snaptok{i}`, their push rules, their backup
+/// version and its sessions, and the logout. Anything else is `None`.
+fn snapshot_answer(n: u64, path: &str, query: &str, auth: &str) -> Option<String> {
+    if path == "/_synapse/admin/v3/users" {
+        // find lists deactivated users from the same path.
+        return query
+            .contains("deactivated=false")
+            .then(|| snap_page(n, query));
+    }
+    if let Some(rest) = path
+        .strip_prefix("/_synapse/admin/v2/users/%40snap")
+        .or_else(|| path.strip_prefix("/_synapse/admin/v1/users/%40snap"))
+    {
+        let (num, tail) = rest.split_once("%3Aexample.org")?;
+        let i: u64 = num.parse().ok()?;
+        return match tail {
+            "" => Some(snap_user(i)),
+            "/memberships" => Some(format!(
+                r#"{{"memberships":{{"!team{}:example.org":"join","!big{}:example.org":"join","!old{i}:example.org":"leave"}}}}"#,
+                i / TEAM_SIZE,
+                i % BIG_ROOMS
+            )),
+            "/accountdata" => Some(snap_account_data(i)),
+            "/login" => Some(format!(r#"{{"access_token":"snaptok{i}"}}"#)),
+            _ => None,
+        };
+    }
+    let i: u64 = auth.strip_prefix("Bearer snaptok")?.parse().ok()?;
+    match path {
+        "/_matrix/client/v3/pushrules/" => Some(SNAP_PUSH_RULES.to_owned()),
+        "/_matrix/client/v3/room_keys/version" => Some(format!(
+            r#"{{"algorithm":"m.megolm_backup.v1.curve25519-aes-sha2","auth_data":{{"public_key":"{}","signatures":{{"@snap{i:07}:example.org":{{"ed25519:DEVICE{i}":"{}"}}}}}},"count":{SNAP_SESSIONS},"etag":"{SNAP_SESSIONS}","version":"1"}}"#,
+            b64(i, 43),
+            b64(i + 1, 86)
+        )),
+        "/_matrix/client/v3/room_keys/keys" => Some(backup_keys(
+            &format!("snap{i}"),
+            "example.org",
+            0..SNAP_SESSIONS,
+            SNAP_ROOMS,
+        )),
+        "/_matrix/client/v3/logout" => Some("{}".into()),
+        _ => None,
+    }
+}
+
+/// One page of the active users, as Synapse's v3 list pages them.
+fn snap_page(n: u64, query: &str) -> String {
+    let param = |k: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let (from, limit) = (param("from").unwrap_or(0), param("limit").unwrap_or(100));
+    let end = (from + limit).min(n);
+    let users: Vec<String> = (from..end)
+        .map(|i| format!(r#"{{"name":"@snap{i:07}:example.org","deactivated":false,"erased":false,"locked":false,"is_guest":false,"admin":false}}"#))
+        .collect();
+    let next = if end < n {
+        format!(r#","next_token":"{end}""#)
+    } else {
+        String::new()
+    };
+    format!(r#"{{"users":[{}],"total":{n}{next}}}"#, users.join(","))
+}
+
+fn snap_user(i: u64) -> String {
+    format!(
+        r#"{{"name":"@snap{i:07}:example.org","displayname":"Snap User {i}","avatar_url":"mxc://example.org/{}","threepids":[{{"medium":"email","address":"snap{i}@example.org","validated_at":1700000000000,"added_at":1700000000000}}],"admin":false,"deactivated":false,"erased":false,"locked":false,"shadow_banned":false,"creation_ts":1700000000,"user_type":null,"is_guest":false,"external_ids":[]}}"#,
+        b64(i, 24)
+    )
+}
+
+/// What a user of Element has: DMs, an ignore list, recent rooms, the
+/// recovery setup (secret storage, cross-signing, backup key), emoji; per
+/// room, tags and read markers. About 3 KB.
+fn snap_account_data(i: u64) -> String {
+    let secret = |seed: u64| {
+        format!(
+            r#"{{"encrypted":{{"KEY{i}":{{"iv":"{}","ciphertext":"{}","mac":"{}"}}}}}}"#,
+            b64(seed, 22),
+            b64(seed + 1, 64),
+            b64(seed + 2, 43)
+        )
+    };
+    let direct: Vec<String> = (0..8)
+        .map(|k| format!(r#""@friend{k}:example.org":["!dm{i}x{k}:example.org"]"#))
+        .collect();
+    let rooms: Vec<String> = (0..3)
+        .map(|k| format!(
+            r#""!team{k}:example.org":{{"m.tag":{{"tags":{{"m.favourite":{{"order":0.{k}}}}}}},"m.fully_read":{{"event_id":"${}"}}}}"#,
+            b64(i * 10 + k, 43)
+        ))
+        .collect();
+    format!(
+        r#"{{"account_data":{{"global":{{"m.direct":{{{}}},"m.ignored_user_list":{{"ignored_users":{{"@spam1:example.org":{{}},"@spam2:example.org":{{}}}}}},"im.vector.setting.breadcrumbs":{{"recent_rooms":["!team0:example.org","!big0:example.org","!dm{i}x0:example.org"]}},"m.secret_storage.default_key":{{"key":"KEY{i}"}},"m.secret_storage.key.KEY{i}":{{"algorithm":"m.secret_storage.v1.aes-hmac-sha2","iv":"{}","mac":"{}"}},"m.cross_signing.master":{},"m.cross_signing.self_signing":{},"m.cross_signing.user_signing":{},"m.megolm_backup.v1":{},"io.element.recent_emoji":{{"recent_emoji":[["👍",12],["😂",4]]}}}},"rooms":{{{}}}}}}}"#,
+        direct.join(","),
+        b64(i, 22),
+        b64(i + 1, 43),
+        secret(i * 100),
+        secret(i * 100 + 10),
+        secret(i * 100 + 20),
+        secret(i * 100 + 30),
+        rooms.join(",")
+    )
+}
+
+/// Synapse's default push rules, shortened, with three of the user's own.
+const SNAP_PUSH_RULES: &str = r#"{"global":{"override":[{"rule_id":".m.rule.master","default":true,"enabled":false,"conditions":[],"actions":[]},{"rule_id":"mute-team","default":false,"enabled":true,"conditions":[{"kind":"event_match","key":"room_id","pattern":"!team0:example.org"}],"actions":[]},{"rule_id":".m.rule.suppress_notices","default":true,"enabled":true,"conditions":[{"kind":"event_match","key":"content.msgtype","pattern":"m.notice"}],"actions":[]},{"rule_id":".m.rule.invite_for_me","default":true,"enabled":true,"conditions":[{"kind":"event_match","key":"type","pattern":"m.room.member"},{"kind":"event_match","key":"content.membership","pattern":"invite"},{"kind":"event_match","key":"state_key","pattern":"@snap:example.org"}],"actions":["notify",{"set_tweak":"sound","value":"default"}]},{"rule_id":".m.rule.member_event","default":true,"enabled":true,"conditions":[{"kind":"event_match","key":"type","pattern":"m.room.member"}],"actions":[]},{"rule_id":".m.rule.is_user_mention","default":true,"enabled":true,"conditions":[{"kind":"event_property_contains","key":"content.m\\.mentions.user_ids","value":"@snap:example.org"}],"actions":["notify",{"set_tweak":"sound","value":"default"},{"set_tweak":"highlight"}]},{"rule_id":".m.rule.is_room_mention","default":true,"enabled":true,"conditions":[{"kind":"event_property_is","key":"content.m\\.mentions.room","value":true},{"kind":"sender_notification_permission","key":"room"}],"actions":["notify",{"set_tweak":"highlight"}]},{"rule_id":".m.rule.tombstone","default":true,"enabled":true,"conditions":[{"kind":"event_match","key":"type","pattern":"m.room.tombstone"},{"kind":"event_match","key":"state_key","pattern":""}],"actions":["notify",{"set_tweak":"highlight"}]},{"rule_id":".m.rule.reaction","default":true,"enabled":true,"conditions":[{"kind":"event_match","key":"type","pattern":"m.reaction"}],"actions":[]}],"content":[{"rule_id":"deploy","default":false,"enabled":true,"pattern":"deploy","actions":["notify",{"set_tweak":"highlight"}]}],"postcontent":[],"room":[{"rule_id":"!big0:example.org","default":false,"enabled":true,"actions":[]}],"sender":[],"underride":[{"rule_id":".m.rule.call","default":true,"enabled":true,"conditions":[{"kind":"event_match","key":"type","pattern":"m.call.invite"}],"actions":["notify",{"set_tweak":"sound","value":"ring"}]},{"rule_id":".m.rule.room_one_to_one","default":true,"enabled":true,"conditions":[{"kind":"room_member_count","is":"2"},{"kind":"event_match","key":"type","pattern":"m.room.message"}],"actions":["notify",{"set_tweak":"sound","value":"default"}]},{"rule_id":".m.rule.encrypted_room_one_to_one","default":true,"enabled":true,"conditions":[{"kind":"room_member_count","is":"2"},{"kind":"event_match","key":"type","pattern":"m.room.encrypted"}],"actions":["notify",{"set_tweak":"sound","value":"default"}]},{"rule_id":".m.rule.message","default":true,"enabled":false,"conditions":[{"kind":"event_match","key":"type","pattern":"m.room.message"}],"actions":["notify"]},{"rule_id":".m.rule.encrypted","default":true,"enabled":true,"conditions":[{"kind":"event_match","key":"type","pattern":"m.room.encrypted"}],"actions":["notify"]}]}}"#;
+
+/// `len` characters of unpadded base64 that depend only on `seed`: key
+/// material and ciphertext look like this in a backup.
+fn b64(seed: u64, len: usize) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    // splitmix64
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    (0..len)
+        .map(|k| {
+            if k % 10 == 0 {
+                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                x = z ^ (z >> 31);
+            }
+            ALPHABET[((x >> ((k % 10) * 6)) & 63) as usize] as char
+        })
+        .collect()
+}
+
+/// A `{"rooms": …}` body of backup sessions `range` of one user (named by
+/// `who`), spread over `rooms` rooms: 43-character session IDs and a
+/// `session_data` of about 300 bytes, as a megolm backup holds them. The
+/// body of `GET /room_keys/keys` and of `PUT /room_keys/keys` alike.
+fn backup_keys(who: &str, server: &str, range: std::ops::Range<u64>, rooms: u64) -> String {
+    let seed = who
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b));
+    let mut by_room: Vec<Vec<String>> = vec![Vec::new(); rooms as usize];
+    for s in range {
+        let k = seed ^ s.wrapping_mul(0x1000_0001);
+        by_room[(s % rooms) as usize].push(format!(
+            r#""{}":{{"first_message_index":{},"forwarded_count":0,"is_verified":{},"session_data":{{"ephemeral":"{}","ciphertext":"{}","mac":"{}"}}}}"#,
+            b64(k, 43),
+            s % 7,
+            s % 3 == 0,
+            b64(k + 1, 43),
+            b64(k + 2, 224),
+            b64(k + 3, 11)
+        ));
+    }
+    let rooms: Vec<String> = by_room
+        .iter()
+        .enumerate()
+        .filter(|(_, sessions)| !sessions.is_empty())
+        .map(|(r, sessions)| {
+            format!(
+                r#""!{who}r{r}:{server}":{{"sessions":{{{}}}}}"#,
+                sessions.join(",")
+            )
+        })
+        .collect();
+    format!(r#"{{"rooms":{{{}}}}}"#, rooms.join(","))
 }
 
 /// Starts the mock on its own thread and single-threaded runtime.
@@ -740,6 +934,713 @@ mod admin {
     }
 }
 
+// ---------------------------------------------------------------- snapshot
+
+/// `snapshot` of every active user the mock lists (no INPUT: the v3 list in
+/// pages), at 1,000 and at 10,000 users: users/s, CPU per user, and peak
+/// RSS, which must not grow with the number of users.
+fn snapshot_many(t: &mut Table, url: &str, mock: &Mock, dir: &Path, rounds: usize) {
+    let mut peaks = vec![];
+    for n in [1_000u64, 10_000] {
+        mock.snap_users.store(n, Ordering::SeqCst);
+        let (mut rates, mut rss, mut cpus) = (vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            mock.reset();
+            let out = dir.join("many.snapshot");
+            let _ = std::fs::remove_file(&out);
+            let args = [
+                "snapshot",
+                "-H",
+                url,
+                "-o",
+                "many.snapshot",
+                "--rate",
+                "0",
+                "--concurrency",
+                "16",
+                "--quiet",
+                "--no-progress",
+            ];
+            let r = run_measured(dir, &args, TOKEN, None);
+            assert_eq!(r.code, 0, "the snapshot run failed");
+            let (users, sessions) = snapshot_counts(&out);
+            assert_eq!(
+                (users, sessions),
+                (n, n * SNAP_SESSIONS),
+                "every user and every session in the file"
+            );
+            // Eight requests a user (the user, memberships, account data,
+            // login, push rules, backup version, sessions, logout), the
+            // pages of 500, and the preflight's admin read and memberships
+            // probe: each user read once.
+            let gets = mock.gets.load(Ordering::SeqCst);
+            assert_eq!(gets, 8 * n + n.div_ceil(500) + 2, "requests to the mock");
+            let _ = std::fs::remove_file(&out);
+            rates.push(n as f64 / r.wall.as_secs_f64());
+            cpus.push(r.cpu.as_secs_f64() * 1e6 / n as f64);
+            rss.push(r.max_rss_kib as f64 / 1024.0);
+            eprintln!(
+                "  snapshot {n}: {:.0} users/s, {:.0} µs CPU/user, {:.1} MB",
+                rates.last().unwrap(),
+                cpus.last().unwrap(),
+                rss.last().unwrap()
+            );
+        }
+        mock.snap_users.store(0, Ordering::SeqCst);
+        let mb = median(rss.clone());
+        peaks.push(mb);
+        t.row(
+            &format!(
+                "7. snapshot, {n} active users (mock: e-mail, profile, 3 rooms, 15 items of account data, push rules, {SNAP_SESSIONS} backup sessions each), --rate 0 --concurrency 16"
+            ),
+            "peak RSS < 50 MB",
+            format!(
+                "{:.0} users/s (runs: {}); tool CPU {:.0} µs/user; peak RSS {mb:.1} MB (runs: {})",
+                median(rates.clone()),
+                fmt_list(&rates, 0),
+                median(cpus),
+                fmt_list(&rss, 1)
+            ),
+            mb < 50.0,
+        );
+    }
+    let growth = peaks[1] - peaks[0];
+    t.row(
+        "7. snapshot memory is flat: peak RSS at 10,000 users minus at 1,000",
+        "< 5 MB (not 10 × the users)",
+        format!("{growth:+.1} MB ({:.1} → {:.1} MB)", peaks[0], peaks[1]),
+        growth < 5.0,
+    );
+}
+
+/// (users, backup sessions) in a snapshot file.
+fn snapshot_counts(path: &Path) -> (u64, u64) {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("cannot open the snapshot {}: {e}", path.display()));
+    let count = |sql: &str| -> u64 {
+        conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .unwrap_or_else(|e| panic!("{sql} in {}: {e}", path.display())) as u64
+    };
+    (
+        count("SELECT count(*) FROM images"),
+        count("SELECT count(*) FROM backup_sessions"),
+    )
+}
+
+// ---------------------------------------------------------------- restore (real Synapse)
+
+/// The Synapse `scripts/bench.sh` starts for the restore figures, with
+/// `bcrypt_rounds: 4` (so that the figures measure the restore, not the
+/// password hash), from its `RESTORE_SYNAPSE_*` variables.
+struct RestoreServer {
+    url: String,
+    token: String,
+    server: String,
+    python: String,
+    db: PathBuf,
+}
+
+impl RestoreServer {
+    fn from_env() -> Option<Self> {
+        let var = |k: &str| std::env::var(format!("RESTORE_SYNAPSE_{k}")).ok();
+        let (Some(url), Some(token), Some(db)) = (var("URL"), var("ADMIN_TOKEN"), var("DB_PATH"))
+        else {
+            eprintln!(
+                "no RESTORE_SYNAPSE_URL/DB_PATH: skipping the restore figures (run scripts/bench.sh restore)"
+            );
+            return None;
+        };
+        Some(RestoreServer {
+            url,
+            token,
+            server: var("SERVER_NAME").unwrap_or_else(|| "localhost".into()),
+            python: var("PYTHON_BIN").unwrap_or_else(|| "python3".into()),
+            db: PathBuf::from(db),
+        })
+    }
+
+    /// A copy of the server's database as a backup would be taken while it
+    /// runs: SQLite's backup API (Synapse runs in WAL mode).
+    fn copy_database(&self, to: &Path) {
+        let _ = std::fs::remove_file(to);
+        let script = "import sqlite3, sys\n\
+                      src = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n\
+                      dst = sqlite3.connect(sys.argv[2])\n\
+                      src.backup(dst)\n\
+                      dst.close()\n\
+                      src.close()\n";
+        let st = Command::new(&self.python)
+            .args(["-c", script])
+            .arg(&self.db)
+            .arg(to)
+            .status()
+            .expect("python runs");
+        assert!(st.success(), "copying {} failed", self.db.display());
+    }
+}
+
+/// The `restored` cell a user seeded by `matrix::seed_user` must get back
+/// after a deactivation without erasure (the display name is still there:
+/// counted as given back, not written).
+fn expected_restored(sessions: u64) -> String {
+    format!(
+        "emails:1;profile:1;account_data:{};room_account_data:{};push_rules:{};backup_keys:{sessions}",
+        matrix::GLOBAL_DATA.len(),
+        matrix::ROOM_DATA_ROOMS,
+        matrix::CUSTOM_RULES + matrix::CHANGED_DEFAULTS
+    )
+}
+
+/// Every row of out.csv is a reactivation whose `restored` cell is
+/// `expected`, with nothing in `error`: a restore that gave back less cannot
+/// pass for a fast one. Never prints the password column.
+fn check_restored(dir: &Path, n: usize, expected: &str) {
+    let path = dir.join("out.csv");
+    let mut rdr = csv::Reader::from_path(&path).expect("the results file");
+    let headers = rdr.headers().expect("a header").clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name} in {}", path.display()))
+    };
+    let (user, status, error, restored) =
+        (col("user_id"), col("status"), col("error"), col("restored"));
+    let mut rows = 0;
+    for rec in rdr.records() {
+        let rec = rec.expect("a results row");
+        rows += 1;
+        assert!(
+            &rec[status] == "reactivated" && &rec[restored] == expected && rec[error].is_empty(),
+            "{}: status {}, restored {:?}, error {:?}; expected restored {expected:?}",
+            &rec[user],
+            &rec[status],
+            &rec[restored],
+            &rec[error]
+        );
+    }
+    assert_eq!(rows, n, "one row per user in {}", path.display());
+}
+
+/// 50 users with what a user of Element has (e-mail, DMs, ignore list,
+/// settings, recovery setup, per-room data, push rules, a key backup of 200
+/// sessions); their before-image from `snapshot` and from a copy of the
+/// database; then, per source and round: deactivate them all, restore them,
+/// check every `restored` cell.
+fn restore(t: &mut Table, dir: &Path, rounds: usize) {
+    let Some(server) = RestoreServer::from_env() else {
+        return;
+    };
+    let (n, sessions) = (50usize, 200u64);
+    let m = matrix::Matrix::new(&server.url, &server.token);
+    let prefix = format!("r{}x", std::process::id());
+    let ids: Vec<String> = (0..n)
+        .map(|i| format!("@{prefix}{i:07}:{}", server.server))
+        .collect();
+    let started = Instant::now();
+    m.seed_all(&ids, sessions, 10);
+    eprintln!(
+        "  restore: {n} users seeded in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    write_input(dir, n, &server.server, &prefix);
+
+    let snap = dir.join("restore.snapshot");
+    let _ = std::fs::remove_file(&snap);
+    let snap_arg = snap.to_string_lossy().into_owned();
+    let args = [
+        "snapshot",
+        "-H",
+        &server.url,
+        "in.csv",
+        "-o",
+        &snap_arg,
+        "--rate",
+        "0",
+        "--concurrency",
+        "2",
+        "--quiet",
+        "--no-progress",
+    ];
+    let r = run_measured(dir, &args, &server.token, None);
+    assert_eq!(r.code, 0, "the snapshot of the restore users failed");
+    assert_eq!(
+        snapshot_counts(&snap),
+        (n as u64, n as u64 * sessions),
+        "the snapshot holds every user and session"
+    );
+    t.row(
+        &format!("8. snapshot of {n} users ({sessions} backup sessions each), real Synapse, --rate 0 --concurrency 2"),
+        "for comparison",
+        format!(
+            "{:.1} users/s, {:.0} sessions/s ({:.1} s); tool CPU {:.1} ms/user; peak RSS {:.1} MB",
+            n as f64 / r.wall.as_secs_f64(),
+            (n as u64 * sessions) as f64 / r.wall.as_secs_f64(),
+            r.wall.as_secs_f64(),
+            r.cpu.as_secs_f64() * 1e3 / n as f64,
+            r.max_rss_kib as f64 / 1024.0
+        ),
+        true,
+    );
+    let copy = dir.join("restore-homeserver.db");
+    server.copy_database(&copy);
+
+    let expected = expected_restored(sessions);
+    for (label, source) in [
+        ("a snapshot", &snap),
+        ("a copy of the SQLite database", &copy),
+    ] {
+        let source = source.to_string_lossy().into_owned();
+        let (mut users, mut keys, mut cpus, mut rss) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            m.deactivate_all(&ids);
+            let r = run_tool(
+                dir,
+                &server.url,
+                &[
+                    "--restore-from",
+                    &source,
+                    "--concurrency",
+                    "2",
+                    "--rate",
+                    "0",
+                ],
+                &server.token,
+                None,
+            );
+            assert_eq!(r.code, 0, "the restore from {label} failed");
+            check_restored(dir, n, &expected);
+            let wall = r.wall.as_secs_f64();
+            users.push(n as f64 / wall);
+            keys.push((n as u64 * sessions) as f64 / wall);
+            cpus.push(r.cpu.as_secs_f64() * 1e3 / n as f64);
+            rss.push(r.max_rss_kib as f64 / 1024.0);
+            eprintln!(
+                "  restore from {label}: {:.1} users/s, {:.0} sessions/s, {:.1} ms CPU/user, {:.1} MB",
+                users.last().unwrap(),
+                keys.last().unwrap(),
+                cpus.last().unwrap(),
+                rss.last().unwrap()
+            );
+        }
+        m.verify_user(&ids[0], 0, sessions);
+        t.row(
+            &format!(
+                "8. restore from {label}, real Synapse (bcrypt_rounds 4), {n} users × ({}), --concurrency 2 --rate 0",
+                expected.replace(';', ", ")
+            ),
+            "every row restored as expected",
+            format!(
+                "{:.1} users/s (runs: {}), {:.0} sessions/s; tool CPU {:.1} ms/user; peak RSS {:.1} MB",
+                median(users.clone()),
+                fmt_list(&users, 1),
+                median(keys),
+                median(cpus),
+                median(rss)
+            ),
+            true,
+        );
+    }
+}
+
+/// One user with a key backup of 100,000 sessions in 500 rooms (uploaded
+/// once, in pages of 1,000); the peak RSS of `snapshot` reading it; then,
+/// per source: deactivate, restore, check that Synapse counts every session.
+fn restore_big(t: &mut Table, dir: &Path, rounds: usize) {
+    let Some(server) = RestoreServer::from_env() else {
+        return;
+    };
+    let sessions = 100_000u64;
+    let m = matrix::Matrix::new(&server.url, &server.token);
+    let prefix = format!("big{}x", std::process::id());
+    let id = format!("@{prefix}0000000:{}", server.server);
+    let started = Instant::now();
+    m.seed_all(std::slice::from_ref(&id), sessions, 500);
+    eprintln!(
+        "  restore_big: {sessions} sessions uploaded in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    write_input(dir, 1, &server.server, &prefix);
+
+    let snap = dir.join("big.snapshot");
+    let _ = std::fs::remove_file(&snap);
+    let snap_arg = snap.to_string_lossy().into_owned();
+    let args = [
+        "snapshot",
+        "-H",
+        &server.url,
+        "in.csv",
+        "-o",
+        &snap_arg,
+        "--rate",
+        "0",
+        "--quiet",
+        "--no-progress",
+    ];
+    let r = run_measured(dir, &args, &server.token, None);
+    assert_eq!(r.code, 0, "the snapshot of the big user failed");
+    assert_eq!(
+        snapshot_counts(&snap),
+        (1, sessions),
+        "every session in the snapshot"
+    );
+    let snap_mb = r.max_rss_kib as f64 / 1024.0;
+    t.row(
+        &format!("9. snapshot of one user with {sessions} backup sessions, real Synapse"),
+        "peak RSS < 50 MB",
+        format!(
+            "peak RSS {snap_mb:.1} MB; {:.0} sessions/s ({:.1} s)",
+            sessions as f64 / r.wall.as_secs_f64(),
+            r.wall.as_secs_f64()
+        ),
+        snap_mb < 50.0,
+    );
+    let copy = dir.join("big-homeserver.db");
+    server.copy_database(&copy);
+
+    let expected = expected_restored(sessions);
+    for (label, source) in [
+        ("a snapshot", &snap),
+        ("a copy of the SQLite database", &copy),
+    ] {
+        let source = source.to_string_lossy().into_owned();
+        let (mut rss, mut keys, mut walls) = (vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            m.deactivate_all(std::slice::from_ref(&id));
+            let r = run_tool(
+                dir,
+                &server.url,
+                &[
+                    "--restore-from",
+                    &source,
+                    "--concurrency",
+                    "2",
+                    "--rate",
+                    "0",
+                ],
+                &server.token,
+                None,
+            );
+            assert_eq!(r.code, 0, "the restore of the big user from {label} failed");
+            check_restored(dir, 1, &expected);
+            m.verify_user(&id, 0, sessions);
+            walls.push(r.wall.as_secs_f64());
+            keys.push(sessions as f64 / r.wall.as_secs_f64());
+            rss.push(r.max_rss_kib as f64 / 1024.0);
+            eprintln!(
+                "  restore_big from {label}: {:.1} MB, {:.0} sessions/s ({:.1} s, {:.1} s CPU)",
+                rss.last().unwrap(),
+                keys.last().unwrap(),
+                walls.last().unwrap(),
+                r.cpu.as_secs_f64()
+            );
+        }
+        let mb = median(rss.clone());
+        t.row(
+            &format!(
+                "9. restore of one user with {sessions} backup sessions from {label}, real Synapse"
+            ),
+            "peak RSS < 50 MB",
+            format!(
+                "peak RSS {mb:.1} MB (runs: {}); {:.0} sessions/s ({:.1} s)",
+                fmt_list(&rss, 1),
+                median(keys),
+                median(walls)
+            ),
+            mb < 50.0,
+        );
+    }
+}
+
+/// A small client of a real Synapse for setting up the restore figures:
+/// users made as clients make them (as the user, through a puppet token),
+/// deactivated by the admin, and read back after a restore.
+mod matrix {
+    use futures::stream::{self, StreamExt};
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    use reqwest::Method;
+    use serde_json::{json, Value};
+
+    /// Global account data every seeded user has, by type (`KEY` stands
+    /// for the user's secret storage key ID).
+    pub const GLOBAL_DATA: [&str; 12] = [
+        "m.direct",
+        "m.ignored_user_list",
+        "im.vector.setting.breadcrumbs",
+        "im.vector.analytics",
+        "m.identity_server",
+        "io.element.recent_emoji",
+        "m.secret_storage.default_key",
+        "m.secret_storage.key.KEY",
+        "m.cross_signing.master",
+        "m.cross_signing.self_signing",
+        "m.cross_signing.user_signing",
+        "m.megolm_backup.v1",
+    ];
+    /// Rooms with an item of room account data (`m.marked_unread`). No tags:
+    /// Synapse sets them only for a member of the room, and deactivation
+    /// keeps them (its `room_tags` table), so a restore has none to give back.
+    pub const ROOM_DATA_ROOMS: u64 = 3;
+    /// A keyword, a muted room, an override rule; and one default rule
+    /// turned off.
+    pub const CUSTOM_RULES: u64 = 3;
+    pub const CHANGED_DEFAULTS: u64 = 1;
+    /// Sessions per upload, as a client pages a large backup.
+    const PAGE: u64 = 1000;
+
+    pub struct Matrix {
+        rt: tokio::runtime::Runtime,
+        http: reqwest::Client,
+        base: String,
+        admin: String,
+    }
+
+    pub fn enc(s: &str) -> String {
+        utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+    }
+
+    impl Matrix {
+        pub fn new(base: &str, admin: &str) -> Self {
+            Matrix {
+                rt: tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime"),
+                http: reqwest::Client::new(),
+                base: base.trim_end_matches('/').to_owned(),
+                admin: admin.to_owned(),
+            }
+        }
+
+        async fn call(
+            &self,
+            method: Method,
+            path: &str,
+            token: &str,
+            body: Option<String>,
+        ) -> Value {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(token);
+            if let Some(body) = body {
+                req = req.header("content-type", "application/json").body(body);
+            }
+            let resp = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            assert!(status.is_success(), "{method} {path}: {status} {text}");
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        }
+
+        async fn admin(&self, method: Method, path: &str, body: Value) -> Value {
+            self.call(method, path, &self.admin, Some(body.to_string()))
+                .await
+        }
+
+        async fn login_as(&self, id: &str) -> String {
+            let path = format!("/_synapse/admin/v1/users/{}/login", enc(id));
+            let v = self.admin(Method::POST, &path, json!({})).await;
+            v["access_token"]
+                .as_str()
+                .expect("an access token")
+                .to_owned()
+        }
+
+        async fn logout(&self, token: &str) {
+            self.call(
+                Method::POST,
+                "/_matrix/client/v3/logout",
+                token,
+                Some("{}".into()),
+            )
+            .await;
+        }
+
+        /// Seeds every user, four at a time.
+        pub fn seed_all(&self, ids: &[String], sessions: u64, rooms: u64) {
+            self.rt.block_on(
+                stream::iter(ids.iter().enumerate())
+                    .map(|(k, id)| self.seed_user(id, k as u64, sessions, rooms))
+                    .buffer_unordered(4)
+                    .collect::<Vec<()>>(),
+            );
+        }
+
+        /// A user with an e-mail and a display name (set by the admin), and,
+        /// as the user, account data, push rules and a key backup of
+        /// `sessions` sessions over `rooms` rooms.
+        async fn seed_user(&self, id: &str, k: u64, sessions: u64, rooms: u64) {
+            let e = enc(id);
+            let (local, server) = id[1..].split_once(':').expect("a user ID");
+            let body = json!({
+                "displayname": format!("Bench User {k}"),
+                "threepids": [{"medium": "email", "address": format!("{local}@example.org")}],
+            });
+            self.admin(Method::PUT, &format!("/_synapse/admin/v2/users/{e}"), body)
+                .await;
+            let token = self.login_as(id).await;
+            let put = |path: String, body: Value| {
+                let token = token.clone();
+                async move {
+                    self.call(Method::PUT, &path, &token, Some(body.to_string()))
+                        .await
+                }
+            };
+            for kind in GLOBAL_DATA {
+                let kind = kind.replace("KEY", &format!("key{k}"));
+                let path = format!("/_matrix/client/v3/user/{e}/account_data/{}", enc(&kind));
+                put(path, global_data(&kind, k, server)).await;
+            }
+            for r in 0..ROOM_DATA_ROOMS {
+                let room = enc(&format!("!room{r}:{server}"));
+                let path = format!(
+                    "/_matrix/client/v3/user/{e}/rooms/{room}/account_data/m.marked_unread"
+                );
+                put(path, json!({"unread": true})).await;
+            }
+            let rules = "/_matrix/client/v3/pushrules/global";
+            put(
+                format!("{rules}/content/deploy"),
+                json!({"pattern": "deploy", "actions": ["notify", {"set_tweak": "highlight"}]}),
+            )
+            .await;
+            put(
+                format!("{rules}/room/{}", enc(&format!("!noisy:{server}"))),
+                json!({"actions": []}),
+            )
+            .await;
+            put(
+                format!("{rules}/override/mute-announcements"),
+                json!({"conditions": [{"kind": "event_match", "key": "room_id",
+                    "pattern": format!("!announce:{server}")}], "actions": []}),
+            )
+            .await;
+            put(
+                format!("{rules}/override/.m.rule.suppress_notices/enabled"),
+                json!({"enabled": false}),
+            )
+            .await;
+            let auth_data = json!({
+                "public_key": super::b64(k, 43),
+                "signatures": {id: {format!("ed25519:DEVICE{k}"): super::b64(k + 1, 86)}},
+            });
+            let v = self
+                .call(
+                    Method::POST,
+                    "/_matrix/client/v3/room_keys/version",
+                    &token,
+                    Some(
+                        json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": auth_data})
+                            .to_string(),
+                    ),
+                )
+                .await;
+            let version = v["version"].as_str().expect("a backup version").to_owned();
+            let mut from = 0;
+            while from < sessions {
+                let to = (from + PAGE).min(sessions);
+                let body = super::backup_keys(local, server, from..to, rooms);
+                let path = format!("/_matrix/client/v3/room_keys/keys?version={version}");
+                self.call(Method::PUT, &path, &token, Some(body)).await;
+                from = to;
+            }
+            self.logout(&token).await;
+        }
+
+        /// Deactivates every user, without erasing, four at a time.
+        pub fn deactivate_all(&self, ids: &[String]) {
+            self.rt.block_on(
+                stream::iter(ids)
+                    .map(|id| async move {
+                        let path = format!("/_synapse/admin/v1/deactivate/{}", enc(id));
+                        self.admin(Method::POST, &path, json!({"erase": false}))
+                            .await;
+                    })
+                    .buffer_unordered(4)
+                    .collect::<Vec<()>>(),
+            );
+        }
+
+        /// Reads a restored user back from Synapse as the user: the backup
+        /// counts every session, the DM list and a push rule are as seeded.
+        pub fn verify_user(&self, id: &str, k: u64, sessions: u64) {
+            self.rt.block_on(async {
+                let server = id.split_once(':').expect("a user ID").1;
+                let token = self.login_as(id).await;
+                let get = |path: String| {
+                    let token = token.clone();
+                    async move { self.call(Method::GET, &path, &token, None).await }
+                };
+                let backup = get("/_matrix/client/v3/room_keys/version".into()).await;
+                assert_eq!(
+                    backup["count"],
+                    json!(sessions),
+                    "{id}: sessions in the backup"
+                );
+                let direct = get(format!(
+                    "/_matrix/client/v3/user/{}/account_data/m.direct",
+                    enc(id)
+                ))
+                .await;
+                assert_eq!(direct, global_data("m.direct", k, server), "{id}: m.direct");
+                let rule = get("/_matrix/client/v3/pushrules/global/content/deploy".into()).await;
+                assert_eq!(rule["pattern"], json!("deploy"), "{id}: the keyword rule");
+                self.logout(&token).await;
+            });
+        }
+    }
+
+    /// The content of one item of global account data, as Element writes it.
+    fn global_data(kind: &str, k: u64, server: &str) -> Value {
+        let b64 = super::b64;
+        let secret = |seed: u64| {
+            json!({"encrypted": {format!("key{k}"): {
+                "iv": b64(seed, 22), "ciphertext": b64(seed + 1, 64), "mac": b64(seed + 2, 43)}}})
+        };
+        match kind {
+            "m.direct" => (0..6)
+                .map(|f| {
+                    (
+                        format!("@friend{f}:{server}"),
+                        json!([format!("!dm{k}x{f}:{server}")]),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            "m.ignored_user_list" => json!({"ignored_users": {
+                format!("@spam1:{server}"): {}, format!("@spam2:{server}"): {}}}),
+            "im.vector.setting.breadcrumbs" => json!({"recent_rooms":
+                (0..5).map(|r| format!("!room{r}:{server}")).collect::<Vec<_>>()}),
+            "im.vector.analytics" => json!({"pseudonymousAnalyticsOptIn": false}),
+            "m.identity_server" => json!({"base_url": null}),
+            "io.element.recent_emoji" => json!({"recent_emoji": [["👍", 12], ["😂", 4]]}),
+            "m.secret_storage.default_key" => json!({"key": format!("key{k}")}),
+            "m.cross_signing.master" => secret(k * 100),
+            "m.cross_signing.self_signing" => secret(k * 100 + 10),
+            "m.cross_signing.user_signing" => secret(k * 100 + 20),
+            "m.megolm_backup.v1" => secret(k * 100 + 30),
+            // m.secret_storage.key.<id>
+            _ => json!({"algorithm": "m.secret_storage.v1.aes-hmac-sha2",
+                "iv": b64(k, 22), "mac": b64(k + 1, 43),
+                "passphrase": {"algorithm": "m.pbkdf2", "iterations": 500000, "salt": b64(k + 2, 32)}}),
+        }
+    }
+}
+
+/// Rounds of `restore_big` per source (`BENCH_BIG_ROUNDS`, default 1): each
+/// restores 100,000 sessions, and its figure is a peak, not a rate.
+fn restore_big_rounds() -> usize {
+    std::env::var("BENCH_BIG_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -774,6 +1675,15 @@ fn main() {
     }
     if want("find") {
         find(&mut t, &url, &mock, &dir, rounds);
+    }
+    if want("snapshot_many") {
+        snapshot_many(&mut t, &url, &mock, &dir, rounds);
+    }
+    if want("restore") {
+        restore(&mut t, &dir, rounds);
+    }
+    if want("restore_big") {
+        restore_big(&mut t, &dir, restore_big_rounds());
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

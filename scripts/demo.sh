@@ -3,10 +3,16 @@
 #
 #   1. builds matrix-reactivate (cargo build --release --locked)
 #   2. starts a fresh Synapse in target/demo-synapse (scripts/synapse.sh)
-#   3. creates the users of samples/population.csv in their states (scripts/seed.py)
-#   4. runs matrix-reactivate on samples/users.csv, writing target/demo-results.csv
-#   5. prints the results and logs in as one reactivated user with the new password
-#   6. stops Synapse (unless --keep)
+#   3. creates the users of samples/population.csv (scripts/seed.py), giving those who are
+#      to be deactivated what a deactivation deletes: a DM list, an ignore list, a tagged
+#      room, push rules, a key backup, an e-mail address
+#   4. takes their before-image: matrix-reactivate snapshot, into target/demo-before.snap
+#   5. the mistake: deactivates (and erases, locks) them as population.csv says
+#   6. runs matrix-reactivate on samples/users.csv with --restore-from the snapshot,
+#      writing target/demo-results.csv
+#   7. prints the results, logs in as one reactivated user with the new password and
+#      shows what came back
+#   8. stops Synapse (unless --keep)
 #
 # Needs Python 3.10+ and a Rust toolchain. The first run also installs Synapse into a
 # cached virtualenv (about 20 s); see scripts/synapse.sh.
@@ -38,6 +44,7 @@ done
 
 SYNAPSE_DIR="target/demo-synapse"
 RESULTS="target/demo-results.csv"
+SNAPSHOT="target/demo-before.snap"
 BIN="${CARGO_TARGET_DIR:-target}/release/matrix-reactivate"
 if [[ -n "${MATRIX_REACTIVATE_BIN:-}" ]]; then
     BIN="$MATRIX_REACTIVATE_BIN"
@@ -72,16 +79,34 @@ scripts/synapse.sh start --dir "$SYNAPSE_DIR"
 # shellcheck source=/dev/null
 source "$SYNAPSE_DIR/env"
 
-step "Seeding the users of samples/population.csv"
+step "Creating the users of samples/population.csv, with what a deactivation deletes"
 python3 scripts/seed.py --url "$SYNAPSE_URL" --token "$SYNAPSE_ADMIN_TOKEN" \
-    --server-name "$SYNAPSE_SERVER_NAME" samples/population.csv
+    --server-name "$SYNAPSE_SERVER_NAME" --phase create samples/population.csv
 
-step "Reactivating the users of samples/users.csv"
+step "Taking their before-image (a snapshot)"
+rm -f "$SNAPSHOT"
+echo "\$ MATRIX_ADMIN_TOKEN=… $BIN snapshot --homeserver $SYNAPSE_URL samples/users.csv --output $SNAPSHOT"
+status=0
+MATRIX_ADMIN_TOKEN="$SYNAPSE_ADMIN_TOKEN" "$BIN" snapshot --homeserver "$SYNAPSE_URL" \
+    samples/users.csv --output "$SNAPSHOT" --no-progress || status=$?
+case $status in
+    0 | 3) echo "matrix-reactivate snapshot exited with $status (3: some lines of the sample are not users of this server, as expected)" ;;
+    *)
+        echo "demo.sh: matrix-reactivate snapshot failed with exit code $status" >&2
+        exit "$status"
+        ;;
+esac
+
+step "The mistake: deactivating them as samples/population.csv says"
+python3 scripts/seed.py --url "$SYNAPSE_URL" --token "$SYNAPSE_ADMIN_TOKEN" \
+    --server-name "$SYNAPSE_SERVER_NAME" --phase deactivate samples/population.csv
+
+step "Reactivating the users of samples/users.csv and giving back what was deleted"
 rm -f "$RESULTS"
-echo "\$ MATRIX_ADMIN_TOKEN=… $BIN --homeserver $SYNAPSE_URL samples/users.csv --output $RESULTS"
+echo "\$ MATRIX_ADMIN_TOKEN=… $BIN --homeserver $SYNAPSE_URL samples/users.csv --output $RESULTS --restore-from $SNAPSHOT"
 status=0
 MATRIX_ADMIN_TOKEN="$SYNAPSE_ADMIN_TOKEN" "$BIN" --homeserver "$SYNAPSE_URL" \
-    samples/users.csv --output "$RESULTS" || status=$?
+    samples/users.csv --output "$RESULTS" --restore-from "$SNAPSHOT" || status=$?
 case $status in
     0) echo "matrix-reactivate exited with 0: every row is done" ;;
     3) echo "matrix-reactivate exited with 3: finished, some rows need attention (expected for this sample)" ;;
@@ -105,7 +130,7 @@ EOF
 
 step "Logging in as a reactivated user with the password from the results"
 python3 - "$RESULTS" "$SYNAPSE_URL" <<'EOF'
-import csv, json, sys, urllib.error, urllib.request
+import csv, json, sys, urllib.error, urllib.parse, urllib.request
 
 results, url = sys.argv[1], sys.argv[2]
 with open(results, newline="", encoding="utf-8") as f:
@@ -129,6 +154,24 @@ except urllib.error.HTTPError as err:
     sys.exit(f"demo.sh: login as {row['user_id']} failed: HTTP {err.code} {err.read().decode()}")
 print(f"POST /_matrix/client/v3/login as {row['user_id']}: 200, "
       f"logged in as {answer['user_id']} (device {answer['device_id']})")
+print(f"restored: {row.get('restored') or '(nothing)'}")
+
+
+def get(path):
+    req = urllib.request.Request(url + path, headers={
+        "Authorization": "Bearer " + answer["access_token"]})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+user = urllib.parse.quote(row["user_id"], safe="")
+direct = get(f"/_matrix/client/v3/user/{user}/account_data/m.direct")
+print(f"their DM list (m.direct) is back: {json.dumps(direct)}")
+rules = get("/_matrix/client/v3/pushrules/")["global"]["content"]
+print("their keyword rules are back: "
+      + ", ".join(r["rule_id"] for r in rules if not r.get("default")))
+backup = get("/_matrix/client/v3/room_keys/version")
+print(f"their key backup is back: version {backup['version']}, {backup['count']} room keys")
 EOF
 
 step "Done"

@@ -211,9 +211,11 @@ cmd_start() {
         die "PostgreSQL did not start (log: $data/server.log)"
     fi
 
-    # The password goes through stdin, never the command line.
+    # The password goes through stdin, never the command line. Host, port and user are
+    # explicit: the caller's PGHOST, PGUSER... (a sourced env file) must not apply.
     printf "CREATE ROLE %s LOGIN CREATEDB PASSWORD '%s';\n" "$ROLE" "$password" \
         | as_owner "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$data" -p "$port" -d postgres \
+            -U "${RUN_AS:-$(id -un)}" \
             >/dev/null || die "creating the role $ROLE failed"
 
     (

@@ -13,14 +13,22 @@ where state is one of:
     locked       created, then locked ({"locked": true})
     absent       must not exist (nothing is created; fails if the user exists)
 
-`password` and `displayname` may be empty. Uses only the Synapse Admin API:
+`password` and `displayname` may be empty. Uses the Synapse Admin API:
 
     PUT  /_synapse/admin/v2/users/{user_id}
     POST /_synapse/admin/v1/deactivate/{user_id}
 
+and, with --phase create, the users' own API (logged in with their password) to give
+each user who is to be deactivated or erased what a deactivation deletes: an e-mail
+address, a room of their own tagged as a favourite, a DM list (m.direct), an ignore
+list, a keyword push rule, a changed default push rule and a key backup of a few
+(opaque) room keys. --phase deactivate then deactivates, erases and locks as the states
+say. The default, --phase all, does both at once (no history).
+
 Usage:
 
-    scripts/seed.py [--url URL] [--token TOKEN] [--server-name NAME] POPULATION.csv
+    scripts/seed.py [--url URL] [--token TOKEN] [--server-name NAME]
+                    [--phase all|create|deactivate] POPULATION.csv
 
 --url, --token and --server-name default to $SYNAPSE_URL, $SYNAPSE_ADMIN_TOKEN and
 $SYNAPSE_SERVER_NAME (as written to the env file by scripts/synapse.sh); the server
@@ -64,7 +72,8 @@ class Admin:
         data = None if body is None else json.dumps(body).encode()
         for attempt in range(10):
             req = urllib.request.Request(self.url + path, data=data, method=method)
-            req.add_header("Authorization", "Bearer " + self.token)
+            if self.token:
+                req.add_header("Authorization", "Bearer " + self.token)
             if data is not None:
                 req.add_header("Content-Type", "application/json")
             try:
@@ -114,32 +123,96 @@ def read_population(path):
     return rows
 
 
-def seed_row(api, server_name, row):
+def create_user(api, server_name, row, with_history):
     user_id = f"@{row['localpart']}:{server_name}"
     path = user_path("/_synapse/admin/v2/users/", user_id)
-    state = row["state"]
-
-    if state == "absent":
+    if row["state"] == "absent":
         status, _ = api.call("GET", path, ok=(200, 404))
         if status != 404:
             raise RuntimeError(f"{user_id} should be absent but exists")
         return user_id, "checked absent"
-
     body = {}
-    if row["password"]:
-        body["password"] = row["password"]
+    password = row["password"]
+    history = with_history and row["state"] in ("deactivated", "erased")
+    if history and not password:
+        # The user's own API needs a login; deactivation wipes it anyway.
+        password = "seed-" + os.urandom(12).hex()
+    if password:
+        body["password"] = password
     if row["displayname"]:
         body["displayname"] = row["displayname"]
+    if history:
+        body["threepids"] = [{"medium": "email",
+                              "address": f"{row['localpart']}@example.org"}]
     status, _ = api.call("PUT", path, body, ok=(200, 201))
     done = "created" if status == 201 else "updated"
+    if history:
+        give_history(api.url, user_id, password)
+        done += ", with history"
+    return user_id, done
 
+
+def give_history(url, user_id, password):
+    """What deactivation deletes, set as the user: see the module's doc."""
+    login = Admin(url, "")
+    _, answer = login.call("POST", "/_matrix/client/v3/login", {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user_id},
+        "password": password,
+    })
+    me = Admin(url, answer["access_token"])
+    enc = urllib.parse.quote(user_id, safe="")
+    _, room = me.call("POST", "/_matrix/client/v3/createRoom",
+                      {"name": "Notes", "preset": "private_chat"})
+    room_id = urllib.parse.quote(room["room_id"], safe="")
+    me.call("PUT", f"/_matrix/client/v3/user/{enc}/rooms/{room_id}/tags/m.favourite",
+            {"order": 0.5})
+    me.call("PUT", f"/_matrix/client/v3/user/{enc}/account_data/m.direct",
+            {"@erin:" + user_id.split(":", 1)[1]: [room["room_id"]]})
+    me.call("PUT", f"/_matrix/client/v3/user/{enc}/account_data/m.ignored_user_list",
+            {"ignored_users": {"@spammer:example.org": {}}})
+    me.call("PUT", "/_matrix/client/v3/pushrules/global/content/deploy",
+            {"pattern": "deploy", "actions": ["notify", {"set_tweak": "highlight"}]})
+    me.call("PUT", "/_matrix/client/v3/pushrules/global/override/.m.rule.room_notif/enabled",
+            {"enabled": False})
+    _, version = me.call("POST", "/_matrix/client/v3/room_keys/version", {
+        "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+        "auth_data": {"public_key": "demo" + os.urandom(8).hex(), "signatures": {}},
+    })
+    sessions = {f"session{i:02}": {
+        "first_message_index": 0, "forwarded_count": 0, "is_verified": True,
+        "session_data": {"ephemeral": os.urandom(8).hex(), "ciphertext": os.urandom(48).hex(),
+                         "mac": os.urandom(8).hex()},
+    } for i in range(20)}
+    me.call("PUT", "/_matrix/client/v3/room_keys/keys?version=" + version["version"],
+            {"rooms": {room["room_id"]: {"sessions": sessions}}})
+    me.call("POST", "/_matrix/client/v3/logout", {})
+
+
+def change_state(api, server_name, row):
+    user_id = f"@{row['localpart']}:{server_name}"
+    state = row["state"]
+    path = user_path("/_synapse/admin/v2/users/", user_id)
     if state in ("deactivated", "erased"):
         erase = state == "erased"
         api.call("POST", user_path("/_synapse/admin/v1/deactivate/", user_id), {"erase": erase})
-        done += ", deactivated" + (" + erased" if erase else "")
-    elif state == "locked":
+        return user_id, "deactivated" + (" + erased" if erase else "")
+    if state == "locked":
         api.call("PUT", path, {"locked": True})
-        done += ", locked"
+        return user_id, "locked"
+    return user_id, "left as it is"
+
+
+def seed_row(api, server_name, row, phase):
+    if phase == "deactivate":
+        if row["state"] == "absent":
+            return f"@{row['localpart']}:{server_name}", "checked absent"
+        return change_state(api, server_name, row)
+    user_id, done = create_user(api, server_name, row, phase == "create")
+    if phase == "all" and row["state"] != "absent":
+        _, changed = change_state(api, server_name, row)
+        if changed != "left as it is":
+            done += ", " + changed
     return user_id, done
 
 
@@ -159,6 +232,8 @@ def main():
     parser.add_argument("--server-name", default=os.environ.get("SYNAPSE_SERVER_NAME"),
                         help="server name, the part after ':' in user IDs "
                              "(default $SYNAPSE_SERVER_NAME, else from whoami)")
+    parser.add_argument("--phase", choices=("all", "create", "deactivate"), default="all",
+                        help="create (with history) then deactivate in two calls, or all at once")
     parser.add_argument("-q", "--quiet", action="store_true", help="print no table")
     args = parser.parse_args()
 
@@ -186,7 +261,7 @@ def main():
     results, failures = [], 0
     for row in rows:
         try:
-            user_id, done = seed_row(api, server_name, row)
+            user_id, done = seed_row(api, server_name, row, args.phase)
         except (ApiError, RuntimeError, urllib.error.URLError, OSError) as err:
             failures += 1
             user_id, done = f"@{row['localpart']}:{server_name}", f"FAILED: {err}"

@@ -29,6 +29,14 @@ EXAMPLES:
     matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \
         --rejoin-rooms --left-since 2026-11-26T01:00:00Z
 
+  Give back DMs, settings, push rules and key backups from last night's
+  database backup (or a PostgreSQL database the dump was restored into, or a
+  `matrix-reactivate snapshot` file):
+    matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \
+        --restore-from /backups/homeserver.db
+    PGPASSWORD=... matrix-reactivate -H https://matrix.example.org users.csv \
+        -o results.csv --restore-from postgresql://synapse@db/synapse_restored
+
   In a runbook: the summary as JSON, and up to 15 minutes of server outage:
     matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \
         --quiet --summary-json summary.json --max-outage 900

@@ -217,11 +217,13 @@ impl Http {
         let result = match client.execute(request).await {
             Err(e) => Err(transport_error(e)),
             Ok(resp) if resp.status().is_success() => Ok(resp),
-            Ok(resp) => read_bytes(Ok(resp)).await.and_then(|(status, _)| {
-                Err(ApiError::BadBody {
+            // An error answer is small: read it whole, as `send` does.
+            Ok(resp) => Err(match read_bytes(Ok(resp)).await {
+                Err(e) => e,
+                Ok((status, _)) => ApiError::BadBody {
                     status,
-                    message: "a success status where an error was read".into(),
-                })
+                    message: "the answer changed from an error to a success".into(),
+                },
             }),
         };
         if self.verbose {

@@ -287,11 +287,9 @@ impl UserSession {
         struct FullyRead {
             event_id: String,
         }
-        let event =
-            serde_json::from_str::<FullyRead>(content.get()).map_err(|_| ApiError::BadBody {
-                status: 0,
-                message: format!("the m.fully_read of {room} names no event_id"),
-            })?;
+        let event = serde_json::from_str::<FullyRead>(content.get()).map_err(|_| {
+            ApiError::Unsupported(format!("the m.fully_read of {room} names no event_id"))
+        })?;
         let path = format!("{CLIENT}/rooms/{}/read_markers", encode_segment(room));
         let body = serde_json::json!({ "m.fully_read": event.event_id });
         self.send(Method::POST, &path, Some(&body))

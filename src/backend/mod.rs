@@ -1,5 +1,6 @@
 //! The account operations the pipeline needs, behind one seam: look a user up,
-//! reactivate, unlock, add e-mail addresses.
+//! reactivate, unlock, read and give back e-mail addresses and phone numbers,
+//! and act as a user for a few minutes (`act_as`).
 //!
 //! Where the logins live decides who holds an account's state: Synapse itself
 //! (`synapse`), or Matrix Authentication Service beside it. Each backend runs
@@ -64,13 +65,17 @@ pub trait Accounts {
     /// Unlocks an active user, changing nothing else.
     async fn unlock(&self, user: &UserId, account: &Account) -> Result<(), CallError>;
 
-    /// The user's e-mail addresses and phone numbers as the backend holds them now.
+    /// The user's e-mail addresses and phone numbers as the backend holds
+    /// them now: Synapse's list, or the e-mails MAS holds (MAS has no phone
+    /// numbers).
     async fn threepids(&self, user: &UserId, account: &Account)
         -> Result<Vec<Threepid>, CallError>;
 
     /// Gives back e-mail addresses and phone numbers that deactivation
     /// removed, keeping every one the account has now (a union, never a
-    /// replacement).
+    /// replacement; e-mails compared without case). Nothing is sent when
+    /// nothing is missing. On MAS, phone numbers cannot be given back: the
+    /// e-mails are added, then a row error names the numbers.
     async fn add_threepids(
         &self,
         user: &UserId,
@@ -78,8 +83,13 @@ pub trait Accounts {
         threepids: &[Threepid],
     ) -> Result<(), CallError>;
 
-    /// A token to act as a reactivated user, valid for `lifetime` at most
-    /// (Synapse's puppet login, MAS's personal session).
+    /// A token to act as an active user, valid for `lifetime` at most
+    /// (Synapse's puppet login, which makes no device; MAS's personal
+    /// session, scope `urn:matrix:client:api:*`). The admin cannot act as
+    /// themselves on Synapse (a row error says so: use the admin's own token);
+    /// MAS refuses a deactivated user (410). A retried request may leave a
+    /// second token behind, which expires by itself. A locked user's token
+    /// is refused by the server.
     async fn act_as(
         &self,
         user: &UserId,
@@ -87,6 +97,7 @@ pub trait Accounts {
         lifetime: Duration,
     ) -> Result<UserSession, CallError>;
 
-    /// Ends a session at once (logout, or revoke).
+    /// Ends a session at once (logout, or revoke). A token that is gone
+    /// already (expired, revoked) counts as ended.
     async fn end_acting(&self, session: UserSession) -> Result<(), CallError>;
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use super::{Job, Worker};
 use crate::backend::rooms::Leaves;
 use crate::backend::{Account, Accounts};
+use crate::http::ApiError;
 use crate::retry::{AuthFailure, CallError};
 use crate::source::Threepid;
 use crate::user_id::UserId;
@@ -165,6 +166,9 @@ impl<A: Accounts> Worker<'_, A> {
             .await;
         match joined {
             Ok(room_id) => out.rooms_rejoined.push(room_id),
+            // A resumed run finds the user in a private room the interrupted
+            // one joined: Synapse's invite step refuses, and that is success.
+            Err(CallError::Row(e)) if already_in_room(&e, user) => out.rooms_rejoined.push(room),
             Err(CallError::Stopped) => return Err(Stopped),
             Err(CallError::Row(e)) => {
                 let hint = if e.status() == Some(403) {
@@ -195,5 +199,43 @@ impl<A: Accounts> Worker<'_, A> {
             Err(CallError::Row(e)) => Ok(Err(e.to_string())),
             Err(CallError::Stopped) => Err(Stopped),
         }
+    }
+}
+
+/// Synapse's "@u:x is already in the room." (403, from its event auth rules).
+fn already_in_room(e: &ApiError, user: &UserId) -> bool {
+    matches!(e, ApiError::Http { status: 403, message, .. }
+        if message == &format!("{user} is already in the room."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_already_in_the_room_is_told_from_other_refusals() {
+        let user = UserId::parse("@ann:example.org").unwrap();
+        let refusal = |status, message: &str| ApiError::Http {
+            status,
+            errcode: Some("M_FORBIDDEN".into()),
+            message: message.into(),
+            retry_after: None,
+        };
+        assert!(already_in_room(
+            &refusal(403, "@ann:example.org is already in the room."),
+            &user
+        ));
+        assert!(!already_in_room(
+            &refusal(403, "@bob:example.org is already in the room."),
+            &user
+        ));
+        assert!(!already_in_room(
+            &refusal(403, "@admin:example.org not in room"),
+            &user
+        ));
+        assert!(!already_in_room(
+            &refusal(400, "@ann:example.org is already in the room."),
+            &user
+        ));
     }
 }

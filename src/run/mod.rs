@@ -237,7 +237,7 @@ async fn open_source(spec: &SourceSpec, server_name: &str) -> anyhow::Result<Arc
         .context("the source reader failed")??;
     if source.server_name() != server_name {
         bail!(
-            "--restore-from {}: its users are of {}, not of {server_name} (the server of this              token): give the backup or snapshot of {server_name}",
+            "--restore-from {}: its users are of {}, not of {server_name} (the server of this token): give the backup or snapshot of {server_name}",
             source.describe(),
             source.server_name()
         );

@@ -78,6 +78,8 @@ pub async fn snapshot(settings: SnapshotSettings) -> anyhow::Result<i32> {
     };
     let checked = preflight::check(&client, &needs).await?;
     say(&settings, &checked.describe(&settings.server.homeserver));
+    // Watched before the file exists: from here on, Ctrl-C removes it.
+    let signals = Signals::watch()?;
     let writer = SnapshotWriter::create(&settings.output, &checked.server_name)
         .with_context(|| format!("--output {}", settings.output.display()))?;
     let stop = Arc::new(StopSignal::new());
@@ -90,7 +92,7 @@ pub async fn snapshot(settings: SnapshotSettings) -> anyhow::Result<i32> {
         throttle: Throttle::new(settings.rate, NonZeroU32::MIN),
         stop: &stop,
     };
-    let read = run.all(input, &file).await;
+    let read = run.all(input, &file, signals).await;
     let mut counts = match read {
         Ok(counts) => counts,
         Err(e) => {
@@ -160,12 +162,16 @@ type Users<'a> = Pin<Box<dyn Stream<Item = Wanted> + 'a>>;
 impl Run<'_> {
     /// Reads every user into the file; returns the counts. The file's fate
     /// is the caller's.
-    async fn all(&self, input: Option<Input>, file: &FileTask) -> anyhow::Result<SnapshotCounts> {
+    async fn all(
+        &self,
+        input: Option<Input>,
+        file: &FileTask,
+        mut signals: Signals,
+    ) -> anyhow::Result<SnapshotCounts> {
         let pacer = Pacer {
             retrier: &self.retrier,
             throttle: self.throttle.as_ref(),
         };
-        let mut signals = Signals::watch()?;
         let (users, total): (Users<'_>, Option<u64>) = match input {
             Some(input) => {
                 let total = count_rows(input.source(), input.layout().has_header);

@@ -81,6 +81,9 @@ pub enum Outcome {
         /// The token to act as the user could not be ended: it expires by itself.
         left_open: bool,
     },
+    /// Written without push rules and key backup: the user is locked, and
+    /// the server refuses a locked user's token.
+    Locked(UserId),
     NotFound(UserId),
     Deactivated(UserId),
     Failed {
@@ -96,6 +99,18 @@ enum Miss {
     Deactivated,
     Failed(String),
     Stopped,
+}
+
+/// How much of a user was written.
+enum Read {
+    Whole {
+        /// Sessions of the newest backup written (0 without a backup).
+        sessions: u64,
+        backup: bool,
+        /// The token made to act as the user was ended.
+        ended: bool,
+    },
+    Locked,
 }
 
 /// The session a user is read through.
@@ -131,7 +146,12 @@ impl<A: Accounts> Reader<'_, A> {
     /// Reads the user and sends what was read to the file.
     pub async fn read(&self, user: UserId) -> Outcome {
         match self.read_user(&user).await {
-            Ok((sessions, backup, ended)) => Outcome::Written {
+            Ok(Read::Locked) => Outcome::Locked(user),
+            Ok(Read::Whole {
+                sessions,
+                backup,
+                ended,
+            }) => Outcome::Written {
                 user,
                 sessions,
                 backup,
@@ -144,9 +164,13 @@ impl<A: Accounts> Reader<'_, A> {
         }
     }
 
-    /// (sessions written, had a backup, the token was ended).
-    async fn read_user(&self, user: &UserId) -> Result<(u64, bool, bool), Miss> {
+    async fn read_user(&self, user: &UserId) -> Result<Read, Miss> {
         let (account, image) = self.as_admin(user).await?;
+        if account.locked && user != self.admin {
+            // What the admin API gives is all there is to keep.
+            self.send(Op::Image(user.clone(), Box::new(image))).await?;
+            return Ok(Read::Locked);
+        }
         let acting = self.open_session(user, &account).await?;
         let read = self.as_user(acting.session(), user, image).await;
         let ended = self.close_session(acting).await;
@@ -155,7 +179,11 @@ impl<A: Accounts> Reader<'_, A> {
             // written whole or not at all. (Fails only once the file failed.)
             let _ = self.file.send(Op::Remove(user.clone())).await;
         }
-        read.map(|(sessions, backup)| (sessions, backup, ended))
+        read.map(|(sessions, backup)| Read::Whole {
+            sessions,
+            backup,
+            ended,
+        })
     }
 
     /// What a failed call means for the user: the run's stop, or a reason.

@@ -39,6 +39,8 @@ pub struct SnapshotCounts {
     pub sessions: u64,
     /// Tokens to act as a user that could not be ended (they expire by themselves).
     pub left_open: u64,
+    /// Written without push rules and key backup (locked users).
+    pub locked: Named,
     pub not_found: Named,
     pub deactivated: Named,
     pub not_local: Named,
@@ -62,6 +64,10 @@ impl SnapshotCounts {
                 self.sessions += sessions;
                 self.backups += u64::from(backup);
                 self.left_open += u64::from(left_open);
+            }
+            Outcome::Locked(u) => {
+                self.written += 1;
+                self.locked.add(u.as_str().to_owned());
             }
             Outcome::NotFound(u) => self.not_found.add(u.as_str().to_owned()),
             Outcome::Deactivated(u) => self.deactivated.add(u.as_str().to_owned()),
@@ -105,9 +111,10 @@ impl SnapshotCounts {
     }
 }
 
-/// Exit code 3 when a user had to be left out of the file.
+/// Exit code 3 when a user had to be left out of the file, or is in it
+/// only in part.
 pub fn exit_code(ending: &Ending, counts: &SnapshotCounts) -> i32 {
-    crate::report::summary::code(ending, counts.left_out() > 0)
+    crate::report::summary::code(ending, counts.left_out() + counts.locked.count > 0)
 }
 
 /// What the summary needs besides the counts.
@@ -153,6 +160,15 @@ pub fn summary(s: &SnapshotSummary) -> String {
         "  users: {} · with a key backup: {} · backup sessions: {}",
         c.written, c.backups, c.sessions
     );
+    if c.locked.count > 0 {
+        let _ = writeln!(
+            out,
+            "  in the file without push rules and key backup, locked (the server refuses a \
+             locked user's token; unlock them and take another snapshot to keep those): {}",
+            c.locked.count
+        );
+        named(&mut out, &c.locked);
+    }
     left_out(&mut out, c);
     if c.repeated > 0 {
         let _ = writeln!(
@@ -194,16 +210,21 @@ fn left_out(out: &mut String, c: &SnapshotCounts) {
             continue;
         }
         let _ = writeln!(out, "  not in the file, {why}: {}", named.count);
-        for who in &named.shown {
-            let _ = writeln!(out, "    {who}");
-        }
-        if named.count > named.shown.len() as u64 {
-            let _ = writeln!(
-                out,
-                "    … and {} more",
-                named.count - named.shown.len() as u64
-            );
-        }
+        self::named(out, named);
+    }
+}
+
+/// The users of one reason, the first few, one a line.
+fn named(out: &mut String, named: &Named) {
+    for who in &named.shown {
+        let _ = writeln!(out, "    {who}");
+    }
+    if named.count > named.shown.len() as u64 {
+        let _ = writeln!(
+            out,
+            "    … and {} more",
+            named.count - named.shown.len() as u64
+        );
     }
 }
 
@@ -232,6 +253,7 @@ mod tests {
             left_open: true,
         });
         c.take(Outcome::NotFound(id("@ghost:x")));
+        c.take(Outcome::Locked(id("@lock:x")));
         c.take(Outcome::Failed {
             user: id("@c:x"),
             why: "reading the rooms: HTTP 500".into(),
@@ -242,7 +264,7 @@ mod tests {
         c.skip("@e:other".into(), Skip::NotLocal);
         c.skip("@a:x".into(), Skip::Repeated);
         assert_eq!(c.left_out(), 15);
-        assert_eq!(c.handled(), 18);
+        assert_eq!(c.handled(), 19);
         let text = summary(&SnapshotSummary {
             counts: &c,
             ending: &Ending::Complete,
@@ -252,7 +274,7 @@ mod tests {
             input: Some("staff list.csv"),
         });
         assert!(
-            text.contains("users: 2 · with a key backup: 1 · backup sessions: 12"),
+            text.contains("users: 3 · with a key backup: 1 · backup sessions: 12"),
             "{text}"
         );
         assert!(
@@ -265,6 +287,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("… and 2 more"), "{text}");
+        assert!(
+            text.contains("without push rules and key backup, locked")
+                && text.contains("    @lock:x\n"),
+            "{text}"
+        );
+        let mut only_locked = SnapshotCounts::default();
+        only_locked.take(Outcome::Locked(id("@lock:x")));
+        assert_eq!(exit_code(&Ending::Complete, &only_locked), 3);
         assert!(
             text.contains("not of this server: 1\n    @e:other"),
             "{text}"

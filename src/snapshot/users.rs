@@ -95,13 +95,19 @@ pub fn from_server<'a>(
     pacer: &'a Pacer<'a>,
     first: UserPage,
 ) -> impl Stream<Item = Wanted> + 'a {
-    let start = (VecDeque::from(first.users), first.next_token, false);
-    stream::unfold(start, move |(mut queue, mut next, done)| async move {
-        if done {
-            return None;
-        }
+    let start = (
+        VecDeque::from(first.users),
+        first.next_token,
+        None::<String>,
+    );
+    stream::unfold(Some(start), move |state| async move {
+        let (mut queue, mut next, mut last) = state?;
         loop {
             if let Some(listed) = queue.pop_front() {
+                // Listed twice (the list shifted between pages): read once.
+                if last.as_deref() == Some(listed.name.as_str()) {
+                    continue;
+                }
                 let wanted = match UserId::parse(&listed.name) {
                     Ok(user) => Wanted::User(user),
                     Err(e) => Wanted::Skip {
@@ -109,7 +115,8 @@ pub fn from_server<'a>(
                         why: Skip::Invalid,
                     },
                 };
-                return Some((wanted, (queue, next, false)));
+                last = Some(listed.name);
+                return Some((wanted, Some((queue, next, last))));
             }
             let token = next.take()?;
             let page = pacer
@@ -123,14 +130,14 @@ pub fn from_server<'a>(
                         status: 200,
                         message: format!("the page from {token} is empty but names a next page"),
                     };
-                    return Some((broke(e), (queue, None, true)));
+                    return Some((broke(e), None));
                 }
                 Ok(page) => {
                     queue.extend(page.users);
                     next = page.next_token;
                 }
-                Err(CallError::Row(e)) => return Some((broke(e), (queue, None, true))),
-                Err(CallError::Stopped) => return Some((Wanted::Stopped, (queue, None, true))),
+                Err(CallError::Row(e)) => return Some((broke(e), None)),
+                Err(CallError::Stopped) => return Some((Wanted::Stopped, None)),
             }
         }
     })

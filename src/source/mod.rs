@@ -237,13 +237,13 @@ impl SourceSpec {
         let url = url::Url::parse(arg).map_err(|e| format!("{arg}: not a valid URL ({e})"))?;
         if url.password().is_some() {
             return Err(
-                "the URL carries a password, which any user of this machine can read in the                  process list: remove it and give it in PGPASSWORD or ~/.pgpass"
+                "the URL carries a password, which any user of this machine can read in the process list: remove it and give it in PGPASSWORD or ~/.pgpass"
                     .into(),
             );
         }
         if url.host_str().is_none_or(str::is_empty) || url.path().trim_matches('/').is_empty() {
             return Err(format!(
-                "{arg}: give postgresql://USER@HOST[:PORT]/DBNAME (the database the backup was                  restored into)"
+                "{arg}: give postgresql://USER@HOST[:PORT]/DBNAME (the database the backup was restored into)"
             ));
         }
         Ok(SourceSpec::Postgres(arg.to_owned()))

@@ -5,7 +5,11 @@
 //! `cargo test real_synapse` runs them alone and `cargo test -- --skip
 //! real_synapse` runs everything else.
 
+// matrix-sdk's futures (the e2ee test) nest deeper than the default limit.
+#![recursion_limit = "256"]
+
 mod cli;
+mod e2ee;
 mod faults;
 mod find;
 mod give_back;

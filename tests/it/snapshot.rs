@@ -151,6 +151,36 @@ async fn readable(m: &MockSynapse, localpart: &str, sessions: usize) {
     as_user(m, &bearer, sessions).await;
 }
 
+/// A locked user: the admin API answers, and no token is made for them
+/// (the server refuses a locked user's token).
+async fn locked(m: &MockSynapse, id: &str) {
+    mount_get(
+        m,
+        &user_path(id),
+        json!({"name": id, "deactivated": false, "locked": true}),
+    )
+    .await;
+    let user = format!("/_synapse/admin/v1/users/{}", enc(id));
+    mount_get(
+        m,
+        &format!("{user}/memberships"),
+        json!({"memberships": {"!l:example.org": "join"}}),
+    )
+    .await;
+    mount_get(
+        m,
+        &format!("{user}/accountdata"),
+        json!({"account_data": {"global": {}, "rooms": {}}}),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{user}/login")))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&m.server)
+        .await;
+}
+
 /// The client-server API as the user with `bearer`: push rules and backup.
 async fn as_user(m: &MockSynapse, bearer: &str, sessions: usize) {
     Mock::given(method("GET"))
@@ -215,12 +245,13 @@ async fn snapshot_reads_users_into_a_private_file_and_names_those_left_out() {
     readable(&m, "alice", 5).await;
     readable(&m, "bob", 0).await;
     m.user("@ghost:example.org", State::Missing).await;
+    locked(&m, "@locky:example.org").await;
     m.user("@dead:example.org", State::Deactivated).await;
     let w = Workdir::new();
     w.write(
         "in.csv",
         "user_id\nalice\n@bob:example.org\n@ghost:example.org\n@dead:example.org\n\
-         @carol:elsewhere.org\nnot a user\nalice\n",
+         @carol:elsewhere.org\nnot a user\nalice\nlocky\n",
     );
     let out = run(snapshot(&w, &m.url(), Some("in.csv"), &[])).await;
     let err = stderr(&out);
@@ -230,7 +261,9 @@ async fn snapshot_reads_users_into_a_private_file_and_names_those_left_out() {
         "deactivated already (nothing left to keep): 1\n    @dead:example.org",
         "not of this server: 1\n    @carol:elsewhere.org",
         "not a user ID: 1\n    line 7",
-        "users: 2 · with a key backup: 1 · backup sessions: 5",
+        "users: 3 · with a key backup: 1 · backup sessions: 5",
+        "without push rules and key backup, locked",
+        "    @locky:example.org\n",
         "--restore-from before.snap",
     ] {
         assert!(err.contains(named), "{named:?} in:\n{err}");
@@ -334,6 +367,9 @@ async fn snapshot_reads_users_into_a_private_file_and_names_those_left_out() {
         r#"{"ephemeral": "e3", "ciphertext": "c3", "mac": "m3"}"#,
         "byte for byte"
     );
+    let l = image(&r, "@locky:example.org").expect("what the admin API gives of a locked user");
+    assert_eq!(l.rooms, ["!l:example.org"]);
+    assert!(l.push_rules.custom.is_empty() && l.backup.is_none());
     let b = image(&r, "@bob:example.org").expect("bob is in the snapshot");
     assert!(b.backup.is_none());
     assert_eq!(b.push_rules.custom.len(), 1);
