@@ -206,7 +206,7 @@ fn find_answer(path: &str, query: &str) -> Option<String> {
 
 // ---------------------------------------------------------------- snapshot's server
 
-/// Sessions in each listed user's key backup, spread over `SNAP_ROOMS` rooms.
+/// Sessions in each listed user's key backup, in `SNAP_ROOMS` rooms.
 const SNAP_SESSIONS: u64 = 20;
 const SNAP_ROOMS: u64 = 4;
 
@@ -252,7 +252,7 @@ fn snapshot_answer(n: u64, path: &str, query: &str, auth: &str) -> Option<String
             &format!("snap{i}"),
             "example.org",
             0..SNAP_SESSIONS,
-            SNAP_ROOMS,
+            SNAP_SESSIONS / SNAP_ROOMS,
         )),
         "/_matrix/client/v3/logout" => Some("{}".into()),
         _ => None,
@@ -345,17 +345,19 @@ fn b64(seed: u64, len: usize) -> String {
 }
 
 /// A `{"rooms": …}` body of backup sessions `range` of one user (named by
-/// `who`), spread over `rooms` rooms: 43-character session IDs and a
-/// `session_data` of about 300 bytes, as a megolm backup holds them. The
-/// body of `GET /room_keys/keys` and of `PUT /room_keys/keys` alike.
-fn backup_keys(who: &str, server: &str, range: std::ops::Range<u64>, rooms: u64) -> String {
+/// `who`), `per_room` sessions to a room (sessions 0 to `per_room - 1` in
+/// the first room, and so on, as a client uploads a room's keys together):
+/// 43-character session IDs and a `session_data` of about 300 bytes, as a
+/// megolm backup holds them. The body of `GET /room_keys/keys` and of
+/// `PUT /room_keys/keys` alike.
+fn backup_keys(who: &str, server: &str, range: std::ops::Range<u64>, per_room: u64) -> String {
     let seed = who
         .bytes()
         .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b));
-    let mut by_room: Vec<Vec<String>> = vec![Vec::new(); rooms as usize];
+    let mut by_room: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
     for s in range {
         let k = seed ^ s.wrapping_mul(0x1000_0001);
-        by_room[(s % rooms) as usize].push(format!(
+        by_room.entry(s / per_room).or_default().push(format!(
             r#""{}":{{"first_message_index":{},"forwarded_count":0,"is_verified":{},"session_data":{{"ephemeral":"{}","ciphertext":"{}","mac":"{}"}}}}"#,
             b64(k, 43),
             s % 7,
@@ -367,8 +369,6 @@ fn backup_keys(who: &str, server: &str, range: std::ops::Range<u64>, rooms: u64)
     }
     let rooms: Vec<String> = by_room
         .iter()
-        .enumerate()
-        .filter(|(_, sessions)| !sessions.is_empty())
         .map(|(r, sessions)| {
             format!(
                 r#""!{who}r{r}:{server}":{{"sessions":{{{}}}}}"#,
@@ -1123,6 +1123,104 @@ fn check_restored(dir: &Path, n: usize, expected: &str) {
     assert_eq!(rows, n, "one row per user in {}", path.display());
 }
 
+/// Runs `snapshot` of the users of in.csv into `file` (none there before)
+/// and checks it holds `users` users and `sessions` sessions.
+fn take_snapshot(
+    server: &RestoreServer,
+    dir: &Path,
+    file: &Path,
+    users: u64,
+    sessions: u64,
+) -> Run {
+    let _ = std::fs::remove_file(file);
+    let out = file.to_string_lossy();
+    let args = [
+        "snapshot",
+        "-H",
+        &server.url,
+        "in.csv",
+        "-o",
+        &out,
+        "--rate",
+        "0",
+        "--concurrency",
+        "2",
+        "--quiet",
+        "--no-progress",
+    ];
+    let r = run_measured(dir, &args, &server.token, None);
+    assert_eq!(r.code, 0, "the snapshot into {out} failed");
+    assert_eq!(
+        snapshot_counts(file),
+        (users, sessions),
+        "every user and session in {out}"
+    );
+    r
+}
+
+/// `rounds` times: deactivates every user of `ids` (without erasure),
+/// restores them from `source` (`--concurrency 2 --rate 0`), checks every
+/// row and reads the first user back from the server.
+fn restore_rounds(
+    server: &RestoreServer,
+    m: &matrix::Matrix,
+    dir: &Path,
+    ids: &[String],
+    sessions: u64,
+    source: &Path,
+    rounds: usize,
+) -> Vec<Run> {
+    let expected = expected_restored(sessions);
+    let source = source.to_string_lossy();
+    (0..rounds)
+        .map(|_| {
+            m.deactivate_all(ids);
+            let r = run_tool(
+                dir,
+                &server.url,
+                &["--restore-from", &source, "--concurrency", "2", "--rate", "0"],
+                &server.token,
+                None,
+            );
+            assert_eq!(r.code, 0, "the restore from {source} failed");
+            check_restored(dir, ids.len(), &expected);
+            m.verify_user(&ids[0], 0, sessions);
+            let n = ids.len() as f64;
+            eprintln!(
+                "  restore of {} users from {source}: {:.1} users/s, {:.0} sessions/s, {:.1} ms CPU/user, {:.1} MB",
+                ids.len(),
+                n / r.wall.as_secs_f64(),
+                n * sessions as f64 / r.wall.as_secs_f64(),
+                r.cpu.as_secs_f64() * 1e3 / n,
+                r.max_rss_kib as f64 / 1024.0
+            );
+            r
+        })
+        .collect()
+}
+
+/// The two before-images of the users in.csv names: a snapshot, and a copy
+/// of the database taken right after it.
+fn before_images(
+    server: &RestoreServer,
+    dir: &Path,
+    name: &str,
+    users: u64,
+    sessions: u64,
+) -> (Run, [(&'static str, PathBuf); 2]) {
+    let snap = dir.join(format!("{name}.snapshot"));
+    let r = take_snapshot(server, dir, &snap, users, sessions);
+    let copy = dir.join(format!("{name}-homeserver.db"));
+    server.copy_database(&copy);
+    (
+        r,
+        [
+            ("a snapshot", snap),
+            ("a copy of the SQLite database", copy),
+        ],
+    )
+}
+
 /// 50 users with what a user of Element has (e-mail, DMs, ignore list,
 /// settings, recovery setup, per-room data, push rules, a key backup of 200
 /// sessions); their before-image from `snapshot` and from a copy of the
@@ -1139,96 +1237,47 @@ fn restore(t: &mut Table, dir: &Path, rounds: usize) {
         .map(|i| format!("@{prefix}{i:07}:{}", server.server))
         .collect();
     let started = Instant::now();
-    m.seed_all(&ids, sessions, 10);
+    // 200 sessions in 10 rooms.
+    m.seed_all(&ids, sessions, 20);
     eprintln!(
         "  restore: {n} users seeded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     write_input(dir, n, &server.server, &prefix);
-
-    let snap = dir.join("restore.snapshot");
-    let _ = std::fs::remove_file(&snap);
-    let snap_arg = snap.to_string_lossy().into_owned();
-    let args = [
-        "snapshot",
-        "-H",
-        &server.url,
-        "in.csv",
-        "-o",
-        &snap_arg,
-        "--rate",
-        "0",
-        "--concurrency",
-        "2",
-        "--quiet",
-        "--no-progress",
-    ];
-    let r = run_measured(dir, &args, &server.token, None);
-    assert_eq!(r.code, 0, "the snapshot of the restore users failed");
-    assert_eq!(
-        snapshot_counts(&snap),
-        (n as u64, n as u64 * sessions),
-        "the snapshot holds every user and session"
-    );
+    let all = n as u64 * sessions;
+    let (r, sources) = before_images(&server, dir, "restore", n as u64, all);
+    let wall = r.wall.as_secs_f64();
     t.row(
         &format!("8. snapshot of {n} users ({sessions} backup sessions each), real Synapse, --rate 0 --concurrency 2"),
         "for comparison",
         format!(
-            "{:.1} users/s, {:.0} sessions/s ({:.1} s); tool CPU {:.1} ms/user; peak RSS {:.1} MB",
-            n as f64 / r.wall.as_secs_f64(),
-            (n as u64 * sessions) as f64 / r.wall.as_secs_f64(),
-            r.wall.as_secs_f64(),
+            "{:.1} users/s, {:.0} sessions/s ({wall:.1} s); tool CPU {:.1} ms/user; peak RSS {:.1} MB",
+            n as f64 / wall,
+            all as f64 / wall,
             r.cpu.as_secs_f64() * 1e3 / n as f64,
             r.max_rss_kib as f64 / 1024.0
         ),
         true,
     );
-    let copy = dir.join("restore-homeserver.db");
-    server.copy_database(&copy);
-
-    let expected = expected_restored(sessions);
-    for (label, source) in [
-        ("a snapshot", &snap),
-        ("a copy of the SQLite database", &copy),
-    ] {
-        let source = source.to_string_lossy().into_owned();
-        let (mut users, mut keys, mut cpus, mut rss) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..rounds {
-            m.deactivate_all(&ids);
-            let r = run_tool(
-                dir,
-                &server.url,
-                &[
-                    "--restore-from",
-                    &source,
-                    "--concurrency",
-                    "2",
-                    "--rate",
-                    "0",
-                ],
-                &server.token,
-                None,
-            );
-            assert_eq!(r.code, 0, "the restore from {label} failed");
-            check_restored(dir, n, &expected);
-            let wall = r.wall.as_secs_f64();
-            users.push(n as f64 / wall);
-            keys.push((n as u64 * sessions) as f64 / wall);
-            cpus.push(r.cpu.as_secs_f64() * 1e3 / n as f64);
-            rss.push(r.max_rss_kib as f64 / 1024.0);
-            eprintln!(
-                "  restore from {label}: {:.1} users/s, {:.0} sessions/s, {:.1} ms CPU/user, {:.1} MB",
-                users.last().unwrap(),
-                keys.last().unwrap(),
-                cpus.last().unwrap(),
-                rss.last().unwrap()
-            );
-        }
-        m.verify_user(&ids[0], 0, sessions);
+    let items = expected_restored(sessions).replace(';', ", ");
+    for (label, source) in &sources {
+        let runs = restore_rounds(&server, &m, dir, &ids, sessions, source, rounds);
+        let users: Vec<f64> = runs
+            .iter()
+            .map(|r| n as f64 / r.wall.as_secs_f64())
+            .collect();
+        let keys: Vec<f64> = runs
+            .iter()
+            .map(|r| all as f64 / r.wall.as_secs_f64())
+            .collect();
+        let cpus: Vec<f64> = runs
+            .iter()
+            .map(|r| r.cpu.as_secs_f64() * 1e3 / n as f64)
+            .collect();
+        let rss: Vec<f64> = runs.iter().map(|r| r.max_rss_kib as f64 / 1024.0).collect();
         t.row(
             &format!(
-                "8. restore from {label}, real Synapse (bcrypt_rounds 4), {n} users × ({}), --concurrency 2 --rate 0",
-                expected.replace(';', ", ")
+                "8. restore from {label}, real Synapse (bcrypt_rounds 4), {n} users × ({items}), --concurrency 2 --rate 0"
             ),
             "every row restored as expected",
             format!(
@@ -1245,8 +1294,9 @@ fn restore(t: &mut Table, dir: &Path, rounds: usize) {
 }
 
 /// One user with a key backup of 100,000 sessions in 500 rooms (uploaded
-/// once, in pages of 1,000); the peak RSS of `snapshot` reading it; then,
-/// per source: deactivate, restore, check that Synapse counts every session.
+/// once, in pages of 1,000) and the rest of what the restore users have;
+/// the peak RSS of `snapshot` reading it; then, per source: deactivate,
+/// restore, check that Synapse counts every session.
 fn restore_big(t: &mut Table, dir: &Path, rounds: usize) {
     let Some(server) = RestoreServer::from_env() else {
         return;
@@ -1256,97 +1306,44 @@ fn restore_big(t: &mut Table, dir: &Path, rounds: usize) {
     let prefix = format!("big{}x", std::process::id());
     let id = format!("@{prefix}0000000:{}", server.server);
     let started = Instant::now();
-    m.seed_all(std::slice::from_ref(&id), sessions, 500);
+    // 100,000 sessions in 500 rooms.
+    m.seed_all(std::slice::from_ref(&id), sessions, 200);
     eprintln!(
         "  restore_big: {sessions} sessions uploaded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     write_input(dir, 1, &server.server, &prefix);
-
-    let snap = dir.join("big.snapshot");
-    let _ = std::fs::remove_file(&snap);
-    let snap_arg = snap.to_string_lossy().into_owned();
-    let args = [
-        "snapshot",
-        "-H",
-        &server.url,
-        "in.csv",
-        "-o",
-        &snap_arg,
-        "--rate",
-        "0",
-        "--quiet",
-        "--no-progress",
-    ];
-    let r = run_measured(dir, &args, &server.token, None);
-    assert_eq!(r.code, 0, "the snapshot of the big user failed");
-    assert_eq!(
-        snapshot_counts(&snap),
-        (1, sessions),
-        "every session in the snapshot"
-    );
-    let snap_mb = r.max_rss_kib as f64 / 1024.0;
+    let (r, sources) = before_images(&server, dir, "big", 1, sessions);
+    let mb = r.max_rss_kib as f64 / 1024.0;
     t.row(
         &format!("9. snapshot of one user with {sessions} backup sessions, real Synapse"),
         "peak RSS < 50 MB",
         format!(
-            "peak RSS {snap_mb:.1} MB; {:.0} sessions/s ({:.1} s)",
+            "peak RSS {mb:.1} MB; {:.0} sessions/s ({:.1} s)",
             sessions as f64 / r.wall.as_secs_f64(),
             r.wall.as_secs_f64()
         ),
-        snap_mb < 50.0,
+        mb < 50.0,
     );
-    let copy = dir.join("big-homeserver.db");
-    server.copy_database(&copy);
-
-    let expected = expected_restored(sessions);
-    for (label, source) in [
-        ("a snapshot", &snap),
-        ("a copy of the SQLite database", &copy),
-    ] {
-        let source = source.to_string_lossy().into_owned();
-        let (mut rss, mut keys, mut walls) = (vec![], vec![], vec![]);
-        for _ in 0..rounds {
-            m.deactivate_all(std::slice::from_ref(&id));
-            let r = run_tool(
-                dir,
-                &server.url,
-                &[
-                    "--restore-from",
-                    &source,
-                    "--concurrency",
-                    "2",
-                    "--rate",
-                    "0",
-                ],
-                &server.token,
-                None,
-            );
-            assert_eq!(r.code, 0, "the restore of the big user from {label} failed");
-            check_restored(dir, 1, &expected);
-            m.verify_user(&id, 0, sessions);
-            walls.push(r.wall.as_secs_f64());
-            keys.push(sessions as f64 / r.wall.as_secs_f64());
-            rss.push(r.max_rss_kib as f64 / 1024.0);
-            eprintln!(
-                "  restore_big from {label}: {:.1} MB, {:.0} sessions/s ({:.1} s, {:.1} s CPU)",
-                rss.last().unwrap(),
-                keys.last().unwrap(),
-                walls.last().unwrap(),
-                r.cpu.as_secs_f64()
-            );
-        }
+    for (label, source) in &sources {
+        let ids = std::slice::from_ref(&id);
+        let runs = restore_rounds(&server, &m, dir, ids, sessions, source, rounds);
+        let rss: Vec<f64> = runs.iter().map(|r| r.max_rss_kib as f64 / 1024.0).collect();
+        let keys: Vec<f64> = runs
+            .iter()
+            .map(|r| sessions as f64 / r.wall.as_secs_f64())
+            .collect();
         let mb = median(rss.clone());
         t.row(
             &format!(
-                "9. restore of one user with {sessions} backup sessions from {label}, real Synapse"
+                "9. restore of one user with {sessions} backup sessions from {label}, real Synapse (bcrypt_rounds 4), --concurrency 2 --rate 0"
             ),
             "peak RSS < 50 MB",
             format!(
-                "peak RSS {mb:.1} MB (runs: {}); {:.0} sessions/s ({:.1} s)",
+                "peak RSS {mb:.1} MB (runs: {}); {:.0} sessions/s (runs: {})",
                 fmt_list(&rss, 1),
-                median(keys),
-                median(walls)
+                median(keys.clone()),
+                fmt_list(&keys, 0)
             ),
             mb < 50.0,
         );
@@ -1462,10 +1459,10 @@ mod matrix {
         }
 
         /// Seeds every user, four at a time.
-        pub fn seed_all(&self, ids: &[String], sessions: u64, rooms: u64) {
+        pub fn seed_all(&self, ids: &[String], sessions: u64, per_room: u64) {
             self.rt.block_on(
                 stream::iter(ids.iter().enumerate())
-                    .map(|(k, id)| self.seed_user(id, k as u64, sessions, rooms))
+                    .map(|(k, id)| self.seed_user(id, k as u64, sessions, per_room))
                     .buffer_unordered(4)
                     .collect::<Vec<()>>(),
             );
@@ -1473,8 +1470,8 @@ mod matrix {
 
         /// A user with an e-mail and a display name (set by the admin), and,
         /// as the user, account data, push rules and a key backup of
-        /// `sessions` sessions over `rooms` rooms.
-        async fn seed_user(&self, id: &str, k: u64, sessions: u64, rooms: u64) {
+        /// `sessions` sessions, `per_room` to a room.
+        async fn seed_user(&self, id: &str, k: u64, sessions: u64, per_room: u64) {
             let e = enc(id);
             let (local, server) = id[1..].split_once(':').expect("a user ID");
             let body = json!({
@@ -1544,7 +1541,7 @@ mod matrix {
             let mut from = 0;
             while from < sessions {
                 let to = (from + PAGE).min(sessions);
-                let body = super::backup_keys(local, server, from..to, rooms);
+                let body = super::backup_keys(local, server, from..to, per_room);
                 let path = format!("/_matrix/client/v3/room_keys/keys?version={version}");
                 self.call(Method::PUT, &path, &token, Some(body)).await;
                 from = to;
@@ -1632,15 +1629,6 @@ mod matrix {
     }
 }
 
-/// Rounds of `restore_big` per source (`BENCH_BIG_ROUNDS`, default 1): each
-/// restores 100,000 sessions, and its figure is a peak, not a rate.
-fn restore_big_rounds() -> usize {
-    std::env::var("BENCH_BIG_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(1)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -1683,7 +1671,7 @@ fn main() {
         restore(&mut t, &dir, rounds);
     }
     if want("restore_big") {
-        restore_big(&mut t, &dir, restore_big_rounds());
+        restore_big(&mut t, &dir, rounds);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

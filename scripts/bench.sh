@@ -6,8 +6,8 @@
 #
 # Usage: scripts/bench.sh [startup|throughput|pacing|memory|synapse|find|snapshot_many|restore|restore_big]
 #   no argument runs every figure (about 15 minutes on 2 cores);
-#   BENCH_ROUNDS=N repeats the throughput, pacing, find, snapshot_many and restore runs N times (default 3);
-#   BENCH_BIG_ROUNDS=N repeats each restore of the 100,000-session user N times (default 1);
+#   BENCH_ROUNDS=N repeats the throughput, pacing, find, snapshot_many, restore and restore_big
+#     runs N times (default 3);
 #   FIND_USERS=N sets how many deactivated users find lists (default 100000);
 #   BENCH_BIN=PATH measures another build of the tool (to compare two versions).
 # Prints a Markdown table of medians; BENCHMARKS.md holds the last one recorded.

@@ -147,13 +147,14 @@ def create_user(api, server_name, row, with_history):
     status, _ = api.call("PUT", path, body, ok=(200, 201))
     done = "created" if status == 201 else "updated"
     if history:
-        give_history(api.url, user_id, password)
+        give_history(api, user_id, password)
         done += ", with history"
     return user_id, done
 
 
-def give_history(url, user_id, password):
+def give_history(api, user_id, password):
     """What deactivation deletes, set as the user: see the module's doc."""
+    url = api.url
     login = Admin(url, "")
     _, answer = login.call("POST", "/_matrix/client/v3/login", {
         "type": "m.login.password",
@@ -162,9 +163,14 @@ def give_history(url, user_id, password):
     })
     me = Admin(url, answer["access_token"])
     enc = urllib.parse.quote(user_id, safe="")
+    # The admin joins too: a room whose only member was deactivated is gone
+    # for good (nobody is left in it to let anyone back).
+    _, admin = api.call("GET", "/_matrix/client/v3/account/whoami")
     _, room = me.call("POST", "/_matrix/client/v3/createRoom",
-                      {"name": "Notes", "preset": "private_chat"})
+                      {"name": "Notes", "preset": "private_chat",
+                       "invite": [admin["user_id"]]})
     room_id = urllib.parse.quote(room["room_id"], safe="")
+    api.call("POST", f"/_matrix/client/v3/rooms/{room_id}/join", {})
     me.call("PUT", f"/_matrix/client/v3/user/{enc}/rooms/{room_id}/tags/m.favourite",
             {"order": 0.5})
     me.call("PUT", f"/_matrix/client/v3/user/{enc}/account_data/m.direct",
@@ -173,7 +179,7 @@ def give_history(url, user_id, password):
             {"ignored_users": {"@spammer:example.org": {}}})
     me.call("PUT", "/_matrix/client/v3/pushrules/global/content/deploy",
             {"pattern": "deploy", "actions": ["notify", {"set_tweak": "highlight"}]})
-    me.call("PUT", "/_matrix/client/v3/pushrules/global/override/.m.rule.room_notif/enabled",
+    me.call("PUT", "/_matrix/client/v3/pushrules/global/override/.m.rule.roomnotif/enabled",
             {"enabled": False})
     _, version = me.call("POST", "/_matrix/client/v3/room_keys/version", {
         "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",

@@ -282,7 +282,18 @@ async fn snapshot_reads_users_into_a_private_file_and_names_those_left_out() {
     assert_eq!(r.server_name(), "example.org");
     assert!(image(&r, "@ghost:example.org").is_none());
     assert!(image(&r, "@dead:example.org").is_none());
-    let a = image(&r, "@alice:example.org").expect("alice is in the snapshot");
+    assert_alice(&r);
+    let l = image(&r, "@locky:example.org").expect("what the admin API gives of a locked user");
+    assert_eq!(l.rooms, ["!l:example.org"]);
+    assert!(l.push_rules.custom.is_empty() && l.backup.is_none());
+    let b = image(&r, "@bob:example.org").expect("bob is in the snapshot");
+    assert!(b.backup.is_none());
+    assert_eq!(b.push_rules.custom.len(), 1);
+}
+
+/// Everything the mock gave of alice, item by item, in the snapshot.
+fn assert_alice(r: &SnapshotReader) {
+    let a = image(r, "@alice:example.org").expect("alice is in the snapshot");
     assert_eq!(a.threepids.len(), 1);
     assert_eq!(
         (
@@ -355,7 +366,7 @@ async fn snapshot_reads_users_into_a_private_file_and_names_those_left_out() {
         serde_json::from_str::<Value>(backup.auth_data.get()).unwrap(),
         json!({"public_key": "pk", "signatures": {}})
     );
-    let sessions = sessions_of(&r, "@alice:example.org", "3");
+    let sessions = sessions_of(r, "@alice:example.org", "3");
     assert_eq!(sessions.len(), 5);
     let s3 = &sessions[&("!r1:example.org".to_owned(), "s3".to_owned())];
     assert_eq!(
@@ -367,12 +378,6 @@ async fn snapshot_reads_users_into_a_private_file_and_names_those_left_out() {
         r#"{"ephemeral": "e3", "ciphertext": "c3", "mac": "m3"}"#,
         "byte for byte"
     );
-    let l = image(&r, "@locky:example.org").expect("what the admin API gives of a locked user");
-    assert_eq!(l.rooms, ["!l:example.org"]);
-    assert!(l.push_rules.custom.is_empty() && l.backup.is_none());
-    let b = image(&r, "@bob:example.org").expect("bob is in the snapshot");
-    assert!(b.backup.is_none());
-    assert_eq!(b.push_rules.custom.len(), 1);
 }
 
 #[tokio::test]
