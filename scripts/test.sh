@@ -68,4 +68,7 @@ MATRIX_REACTIVATE_PG_URL="$(value "$POSTGRES_DIR/env" MATRIX_REACTIVATE_PG_URL)"
 MATRIX_REACTIVATE_PG_PASSWORD="$(value "$POSTGRES_DIR/env" PGPASSWORD)"
 POSTGRES_BIN="$(value "$POSTGRES_DIR/env" POSTGRES_BIN)"
 
-cargo test --locked "$@"
+# The PostgreSQL reader's own test (src/source) opens a database as the tool
+# does, with the password in PGPASSWORD; the end-to-end tests pass it to each
+# command themselves.
+PGPASSWORD="$MATRIX_REACTIVATE_PG_PASSWORD" cargo test --locked "$@"
