@@ -7,6 +7,7 @@ use clap::Parser;
 
 use matrix_reactivate::cli::{Cli, Command, Generate};
 use matrix_reactivate::config::{EnvSecrets, FindSettings, Settings, UsageError};
+use matrix_reactivate::decrypt::DecryptSettings;
 
 fn main() {
     let cli = Cli::parse();
@@ -21,6 +22,10 @@ fn main() {
                 warn(settings.quiet, &settings.warnings);
                 block_on(matrix_reactivate::find::find(settings), FIND_HELP)
             }
+        },
+        Some(Command::Decrypt(args)) => match DecryptSettings::from_args(args) {
+            Err(e) => report(&e, DECRYPT_HELP),
+            Ok(settings) => block_on(matrix_reactivate::decrypt::decrypt(settings), DECRYPT_HELP),
         },
         None => {
             // Lossy, never `env::args()`: that panics on a file name that is not UTF-8.
@@ -42,6 +47,7 @@ fn main() {
 
 const HELP: &str = "matrix-reactivate --help";
 const FIND_HELP: &str = "matrix-reactivate find --help";
+const DECRYPT_HELP: &str = "matrix-reactivate decrypt --help";
 
 /// What the admin should hear about how the tool was called, before it starts.
 fn warn(quiet: bool, warnings: &[String]) {

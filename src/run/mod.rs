@@ -10,7 +10,7 @@ pub mod sink;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{bail, Context};
 
@@ -99,6 +99,9 @@ struct Opened {
     created: Option<Results>,
     output: PathBuf,
     journal_path: PathBuf,
+    /// When the interrupted run last wrote to its journal or results
+    /// (`--resume` only), read before this run writes to either.
+    last_write: Option<SystemTime>,
 }
 
 impl Opened {
@@ -132,6 +135,13 @@ fn open(settings: &Settings) -> anyhow::Result<Opened> {
             }
         }
     }
+    let last_write = if settings.resume {
+        // Before the preflight, and before either file is written to.
+        resume::check_sealing(&journal_path, out, None, &settings.sealing())?;
+        resume::last_write(&journal_path, out)
+    } else {
+        None
+    };
     let created = if settings.resume && out.exists() {
         None
     } else {
@@ -150,6 +160,7 @@ fn open(settings: &Settings) -> anyhow::Result<Opened> {
         created,
         output: out.clone(),
         journal_path,
+        last_write,
     })
 }
 
@@ -160,6 +171,8 @@ struct Resumed {
     earlier: Earlier,
     earlier_passwords: HashMap<String, String>,
     journal_path: PathBuf,
+    /// See `pipeline::Options::settle_until`.
+    settle_until: Option<SystemTime>,
 }
 
 fn resume(settings: &Settings, opened: Opened, server_name: &str) -> anyhow::Result<Resumed> {
@@ -167,12 +180,22 @@ fn resume(settings: &Settings, opened: Opened, server_name: &str) -> anyhow::Res
         Some(results) => (results, Earlier::none(server_name)),
         None => resume::reopen_results(&opened.output, server_name, settings.dry_run)?,
     };
+    if settings.resume {
+        let now = settings.sealing();
+        resume::check_sealing(&opened.journal_path, &opened.output, Some(&earlier), &now)?;
+    }
     // A journal is read even when the results file is gone: it may hold
     // passwords already set.
     let earlier_passwords = if settings.resume {
         resume::journaled_passwords(&opened.journal_path, &earlier)?
     } else {
         HashMap::new()
+    };
+    let settle_until = match &settings.sealer {
+        Some(_) if !earlier_passwords.is_empty() => {
+            resume::settle_until(opened.last_write, settings.server.timeout)
+        }
+        _ => None,
     };
     if settings.resume && (earlier.counts.rows() > 0 || !earlier_passwords.is_empty()) {
         say(
@@ -185,12 +208,25 @@ fn resume(settings: &Settings, opened: Opened, server_name: &str) -> anyhow::Res
             ),
         );
     }
+    if let Some(wait) = settle_until.and_then(|u| u.duration_since(SystemTime::now()).ok()) {
+        say(
+            settings,
+            &format!(
+                "The interrupted run wrote {:.0} s ago: its journaled users wait until it has \
+                 been silent for --timeout ({:.0} s more), so that none of its requests can \
+                 land after theirs",
+                (settings.server.timeout.saturating_sub(wait)).as_secs_f64(),
+                wait.as_secs_f64()
+            ),
+        );
+    }
     Ok(Resumed {
         input: opened.input,
         results,
         earlier,
         earlier_passwords,
         journal_path: opened.journal_path,
+        settle_until,
     })
 }
 
@@ -209,6 +245,7 @@ async fn drive_users<A: Accounts>(
         earlier,
         earlier_passwords,
         journal_path,
+        settle_until,
     } = resumed;
     let total = input::count_rows(input.source(), input.layout().has_header);
     let mut counts = earlier.counts.clone();
@@ -218,7 +255,7 @@ async fn drive_users<A: Accounts>(
     let journal = if settings.dry_run {
         None
     } else {
-        Some(Journal::open(&journal_path)?)
+        Some(Journal::open(&journal_path, &settings.sealing())?)
     };
     let stop = retrier.stop_signal();
     let throttle = Throttle::new(settings.rate, settings.burst);
@@ -230,6 +267,7 @@ async fn drive_users<A: Accounts>(
         unlock: settings.unlock,
         passwords: settings.passwords.clone(),
         rejoin_since: settings.rejoin_rooms_since,
+        settle_until,
     };
     let worker = Worker {
         shared: Shared {
@@ -238,6 +276,7 @@ async fn drive_users<A: Accounts>(
             retrier,
             throttle: throttle.as_ref(),
             journal: journal.as_ref(),
+            sealer: settings.sealer.as_ref(),
             options: &options,
         },
         caches: Caches {
@@ -302,6 +341,14 @@ fn finish(
     };
     if !settings.quiet {
         eprint!("{}", summary::summary(&input));
+        if let Some(sealer) = settings.sealer.as_ref().filter(|_| !settings.dry_run) {
+            eprintln!(
+                "  The passwords are sealed with age to {} recipient(s): the help desk opens \
+                 them with\n    matrix-reactivate decrypt {} -i KEY -o clear.csv",
+                sealer.len(),
+                resume::shell_quote(&settings.output.display().to_string())
+            );
+        }
     } else if let Ending::Fatal(reason) = &ending {
         eprintln!("error: {reason}");
     }
