@@ -15,5 +15,6 @@ mod mas_double;
 mod mock;
 mod restore;
 mod runbook;
+mod seal;
 mod support;
 mod synapse;
