@@ -64,7 +64,8 @@ EXIT CODES:
   1    fatal error: bad token, not an admin, unreachable server, unreadable
        input, results file exists, the server refused the token mid-run or
        stayed unreachable longer than --max-outage, ...
-  2    usage error
+  2    usage error (a bad flag value or recipient, a --resume that would
+       seal passwords otherwise than the interrupted run did)
   3    the run finished but some rows need attention (invalid, not_local,
        not_found, erased, failed, or a reactivated user whose rooms or
        profile were not all given back)

@@ -312,8 +312,13 @@ impl Temp {
         tmp.push(name);
         tmp.push(format!(".decrypt-{}.tmp", std::process::id()));
         let path = out.with_file_name(tmp);
-        let file = open_private(&path, Open::CreateNew)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+        let file = open_private(&path, Open::CreateNew).with_context(|| {
+            format!(
+                "-o {}: cannot create the temporary file {} beside it",
+                out.display(),
+                path.display()
+            )
+        })?;
         Ok(Temp { path, file })
     }
 }
