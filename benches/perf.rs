@@ -1,7 +1,8 @@
 //! Performance benchmark: throughput, pacing, memory, a real Synapse, start-up,
-//! `find` over 100,000 deactivated users, `snapshot` of 10,000 users, and
+//! `find` over 100,000 deactivated users, `snapshot` of 10,000 users,
 //! `--restore-from` against a real Synapse (50 users; one user with a key
-//! backup of 100,000 sessions).
+//! backup of 100,000 sessions), and the cost of sealing passwords
+//! (`--encrypt-to`) on the mock and on the real Synapse.
 //!
 //! Run with `scripts/bench.sh` (which also starts a Synapse with
 //! `bcrypt_rounds: 12` for the real-server figure, and one with
@@ -781,22 +782,198 @@ fn find(t: &mut Table, url: &str, mock: &Mock, dir: &Path, rounds: usize) {
     );
 }
 
+// ---------------------------------------------------------------- sealing
+
+/// Which run of a pair goes first: unsealed in even rounds, sealed in odd
+/// ones, so that neither always has the server's or the cache's first go.
+fn pair_order(round: usize) -> [bool; 2] {
+    if round % 2 == 0 {
+        [false, true]
+    } else {
+        [true, false]
+    }
+}
+
+/// A fresh age X25519 recipient to seal to.
+fn recipient() -> String {
+    age::x25519::Identity::generate().to_public().to_string()
+}
+
+/// Sealing alone, in this process on one thread: CPU per password.
+fn seal_alone(recipient: &str) -> Duration {
+    use matrix_reactivate::seal::{Recipient, Sealer};
+    let sealer = Sealer::new(vec![Recipient::parse(recipient).expect("a recipient")])
+        .expect("one recipient");
+    let n = 20_000;
+    for _ in 0..1_000 {
+        std::hint::black_box(sealer.seal("q8ZkE1mP0aR7nX2cV5bT9wYd").expect("sealed"));
+    }
+    let cpu = thread_cpu();
+    for _ in 0..n {
+        std::hint::black_box(sealer.seal("q8ZkE1mP0aR7nX2cV5bT9wYd").expect("sealed"));
+    }
+    (thread_cpu() - cpu) / n
+}
+
+/// The CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// 100,000 users on the instant mock, unsealed and sealed in turn (one pair
+/// per round, so both see the same machine), and sealing alone.
+fn seal_mock(t: &mut Table, url: &str, mock: &Mock, dir: &Path, rounds: usize) {
+    let n = 100_000;
+    write_input(dir, n, "example.org", "seal");
+    let to = recipient();
+    let alone = seal_alone(&to);
+    eprintln!(
+        "  sealing alone: {:.1} µs CPU per password",
+        alone.as_secs_f64() * 1e6
+    );
+    let (mut rates, mut cpus) = ([vec![], vec![]], [vec![], vec![]]);
+    for round in 0..rounds {
+        for sealed in pair_order(round) {
+            let i = usize::from(sealed);
+            mock.reset();
+            let mut args = vec!["--rate", "0", "--concurrency", "64"];
+            if sealed {
+                args.extend(["--encrypt-to", to.as_str()]);
+            }
+            let r = run_tool(dir, url, &args, TOKEN, None);
+            assert_eq!(r.code, 0, "the sealed-vs-unsealed run failed");
+            assert_eq!(mock.puts.load(Ordering::SeqCst), n as u64);
+            let text = std::fs::read_to_string(dir.join("out.csv")).expect("results");
+            let second = text.lines().nth(1).unwrap_or_default();
+            assert_eq!(
+                second.contains(",YWdlLWVuY3J5cHRpb24ub3JnL3Yx"),
+                sealed,
+                "{second}"
+            );
+            rates[i].push(n as f64 / r.wall.as_secs_f64());
+            cpus[i].push(r.cpu.as_secs_f64() * 1e6 / n as f64);
+            eprintln!(
+                "  {}: {:.0} users/s, {:.1} µs CPU/user",
+                if sealed { "sealed" } else { "unsealed" },
+                rates[i].last().unwrap(),
+                cpus[i].last().unwrap()
+            );
+        }
+    }
+    // The median of the pairs' differences: each pair ran back to back.
+    let diffs: Vec<f64> = cpus[1].iter().zip(&cpus[0]).map(|(s, u)| s - u).collect();
+    let diff = median(diffs.clone());
+    t.row(
+        "7. sealing, 100,000 users, --rate 0 --concurrency 64, unsealed and sealed (--encrypt-to one X25519 key) in pairs",
+        "tool CPU per user grows ≤ 0.2 ms, about what sealing alone costs",
+        format!(
+            "unsealed {:.0} users/s, {:.1} µs CPU/user; sealed {:.0} users/s, {:.1} µs CPU/user; \
+             growth {diff:.1} µs/user (pairs: {}); sealing alone {:.1} µs CPU/password",
+            median(rates[0].clone()),
+            median(cpus[0].clone()),
+            median(rates[1].clone()),
+            median(cpus[1].clone()),
+            fmt_list(&diffs, 1),
+            alone.as_secs_f64() * 1e6
+        ),
+        diff <= 200.0,
+    );
+}
+
 // ---------------------------------------------------------------- real Synapse
 
-fn synapse(t: &mut Table, dir: &Path, rounds: usize) {
+/// The real Synapse of `scripts/bench.sh`: URL, admin token, server name,
+/// and the cores the tool may use; `None` (with a note) without one.
+fn real_synapse() -> Option<(String, String, String, usize)> {
     let (Ok(url), Ok(token)) = (
         std::env::var("SYNAPSE_URL"),
         std::env::var("SYNAPSE_ADMIN_TOKEN"),
     ) else {
         eprintln!("no SYNAPSE_URL: skipping the real-Synapse figures (run scripts/bench.sh)");
-        return;
+        return None;
     };
     let server = std::env::var("SYNAPSE_SERVER_NAME").unwrap_or_else(|_| "localhost".into());
-    let python =
-        std::env::var("SYNAPSE_PYTHON_BIN").expect("SYNAPSE_PYTHON_BIN: the Synapse venv's python");
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    Some((url, token, server, cores))
+}
+
+/// `n` users on the real Synapse, created deactivated, and the input naming them.
+fn real_users(client: &admin::Admin, dir: &Path, server: &str, n: usize, tag: &str) -> Vec<String> {
+    let prefix = format!("{tag}{}x", std::process::id());
+    let ids: Vec<String> = (0..n)
+        .map(|i| format!("@{prefix}{i:07}:{server}"))
+        .collect();
+    for id in &ids {
+        client.create_deactivated(id);
+    }
+    write_input(dir, n, server, &prefix);
+    ids
+}
+
+/// 200 reactivations on the real Synapse (bcrypt_rounds 12), unsealed and
+/// sealed in turn, one pair per round: sealing must not slow the run.
+fn seal_synapse(t: &mut Table, dir: &Path, rounds: usize) {
+    let Some((url, token, server, cores)) = real_synapse() else {
+        return;
+    };
+    let client = admin::Admin::new(&url, &token);
+    let n = 200;
+    let ids = real_users(&client, dir, &server, n, "s");
+    let to = recipient();
+    let conc = cores.to_string();
+    let (mut walls, mut cpus) = ([vec![], vec![]], [vec![], vec![]]);
+    for round in 0..rounds {
+        for (k, sealed) in pair_order(round).into_iter().enumerate() {
+            let i = usize::from(sealed);
+            if round > 0 || k > 0 {
+                for id in &ids {
+                    client.deactivate(id);
+                }
+            }
+            let mut args = vec!["--rate", "0", "--concurrency", conc.as_str()];
+            if sealed {
+                args.extend(["--encrypt-to", to.as_str()]);
+            }
+            let r = run_tool(dir, &url, &args, &token, None);
+            assert_eq!(r.code, 0, "the real-Synapse run failed");
+            walls[i].push(r.wall.as_secs_f64());
+            cpus[i].push(r.cpu.as_secs_f64() * 1e6 / n as f64);
+            eprintln!(
+                "  real Synapse, {}: {:.1} s, tool CPU {:.0} µs/user",
+                if sealed { "sealed" } else { "unsealed" },
+                r.wall.as_secs_f64(),
+                cpus[i].last().unwrap()
+            );
+        }
+    }
+    let (plain, sealed) = (median(walls[0].clone()), median(walls[1].clone()));
+    t.row(
+        &format!("7. real Synapse, bcrypt_rounds 12, {n} users, --concurrency {cores} --rate 0, unsealed and sealed in pairs"),
+        "sealed ≤ 1.02 × unsealed",
+        format!(
+            "unsealed {plain:.1} s (runs: {}), sealed {sealed:.1} s (runs: {}): {:.3} ×; \
+             tool CPU {:.0} against {:.0} µs/user",
+            fmt_list(&walls[0], 1),
+            fmt_list(&walls[1], 1),
+            sealed / plain,
+            median(cpus[0].clone()),
+            median(cpus[1].clone())
+        ),
+        sealed <= 1.02 * plain,
+    );
+}
+
+fn synapse(t: &mut Table, dir: &Path, rounds: usize) {
+    let Some((url, token, server, cores)) = real_synapse() else {
+        return;
+    };
+    let python =
+        std::env::var("SYNAPSE_PYTHON_BIN").expect("SYNAPSE_PYTHON_BIN: the Synapse venv's python");
 
     // One bcrypt hash at the server's cost, on this machine, the way Synapse does it.
     let out = Command::new(&python)
@@ -815,14 +992,7 @@ fn synapse(t: &mut Table, dir: &Path, rounds: usize) {
     );
 
     let client = admin::Admin::new(&url, &token);
-    let prefix = format!("b{}x", std::process::id());
-    let ids: Vec<String> = (0..n)
-        .map(|i| format!("@{prefix}{i:07}:{server}"))
-        .collect();
-    for id in &ids {
-        client.create_deactivated(id);
-    }
-    write_input(dir, n, &server, &prefix);
+    let ids = real_users(&client, dir, &server, n, "b");
     let conc = cores.to_string();
     let mut walls = vec![];
     for round in 0..rounds {
@@ -1696,6 +1866,12 @@ fn main() {
     }
     if want("restore_big") {
         restore_big(&mut t, &dir, rounds);
+    }
+    if want("seal") {
+        seal_mock(&mut t, &url, &mock, &dir, rounds);
+    }
+    if want("seal-synapse") {
+        seal_synapse(&mut t, &dir, rounds);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

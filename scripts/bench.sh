@@ -4,8 +4,10 @@
 # real Synapse with Synapse's default bcrypt_rounds: 12, compared with a shell loop
 # of curl; and `--restore-from` against a second real Synapse with bcrypt_rounds: 4.
 #
-# Usage: scripts/bench.sh [startup|throughput|pacing|memory|synapse|find|snapshot_many|restore|restore_big]
-#   no argument runs every figure (about 15 minutes on 2 cores);
+# Usage: scripts/bench.sh [startup|throughput|pacing|memory|synapse|find|snapshot_many|restore|
+#                          restore_big|seal|seal-synapse]
+#   no argument runs every figure (about 20 minutes on 2 cores);
+#   seal and seal-synapse compare runs without and with --encrypt-to, in pairs;
 #   BENCH_ROUNDS=N repeats the throughput, pacing, find, snapshot_many, restore and restore_big
 #     runs N times (default 3);
 #   FIND_USERS=N sets how many deactivated users find lists (default 100000);
@@ -25,7 +27,7 @@ stop_servers() {
 }
 trap stop_servers EXIT
 
-if [[ $# -eq 0 || "${1:-}" == synapse ]]; then
+if [[ $# -eq 0 || "${1:-}" == synapse || "${1:-}" == seal-synapse ]]; then
     command -v curl >/dev/null || { echo "bench.sh: curl is needed for the baseline (apt-get install curl)" >&2; exit 1; }
     SYNAPSE_DIR="target/bench-synapse"
     STARTED+=("$SYNAPSE_DIR")

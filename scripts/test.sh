@@ -25,6 +25,17 @@ POSTGRES_DIR="target/test-postgres"
 # Fast password hashing: the tests set hundreds of passwords.
 export SYNAPSE_BCRYPT_ROUNDS="${SYNAPSE_BCRYPT_ROUNDS:-4}"
 
+# The sealing tests open fields with the standard age command (Debian's
+# package) and make SSH keys with ssh-keygen; the tests themselves install nothing.
+need() {
+    command -v "$1" >/dev/null && return
+    echo "test.sh: installing $2 (for $1)" >&2
+    if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq "$2" >/dev/null
+}
+need age age
+need ssh-keygen openssh-client
+
 stop() {
     scripts/synapse.sh stop --dir "$SYNAPSE_DIR" >/dev/null 2>&1 || true
     scripts/synapse.sh stop --dir "$SYNAPSE_PG_DIR" >/dev/null 2>&1 || true

@@ -36,6 +36,10 @@ EXAMPLES:
         --restore-from /backups/homeserver.db
     PGPASSWORD=... matrix-reactivate -H https://matrix.example.org users.csv \
         -o results.csv --restore-from postgresql://synapse@db/synapse_restored
+  Passwords sealed to the help desk's age key, never in clear on this machine:
+    matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \
+        --encrypt-to age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+    (the help desk: matrix-reactivate decrypt results.csv -i key.txt -o clear.csv)
 
   In a runbook: the summary as JSON, and up to 15 minutes of server outage:
     matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \
@@ -57,14 +61,18 @@ RESULTS:
   rooms_rejoined,rooms_failed. One row per distinct user of the input and one
   `invalid` row per unusable line. Statuses: reactivated, would_reactivate,
   unlocked, would_unlock, already_active, not_found, erased, not_local, invalid,
-  failed. Rows are written as each user finishes.
+  failed. Rows are written as each user finishes. With --encrypt-to, the
+  password column holds each password sealed with age (base64 of the binary
+  format), and so does the journal: open them with `matrix-reactivate decrypt`
+  or with any age: printf %s \"$FIELD\" | base64 -d | age -d -i key.txt
 
 EXIT CODES:
   0    every user was reactivated, already active, or would be (--dry-run)
   1    fatal error: bad token, not an admin, unreachable server, unreadable
        input, results file exists, the server refused the token mid-run or
        stayed unreachable longer than --max-outage, ...
-  2    usage error
+  2    usage error (a bad flag value or recipient, a --resume that would
+       seal passwords otherwise than the interrupted run did)
   3    the run finished but some rows need attention (invalid, not_local,
        not_found, erased, failed, or a reactivated user whose rooms or
        profile were not all given back)
@@ -94,6 +102,7 @@ WHO TO REACTIVATE:
     override_usage = "matrix-reactivate [OPTIONS] -H <URL> -o <PATH> <INPUT>\n       \
                       matrix-reactivate find [OPTIONS] -H <URL> -o <PATH>\n       \
                       matrix-reactivate snapshot [OPTIONS] -H <URL> -o <PATH> [INPUT]\n       \
+                      matrix-reactivate decrypt <RESULTS> -i <IDENTITY> [-o <PATH>]\n       \
                       matrix-reactivate --generate <KIND>",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
@@ -191,6 +200,9 @@ pub struct Cli {
     /// atomically: a reader never sees half a file.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
+
+    #[command(flatten, next_help_heading = "Sealing passwords")]
+    pub seal: SealArgs,
 
     /// Print a shell completion script or the man page to standard output, then exit
     // Not `exclusive`: clap would then refuse it whenever MATRIX_HOMESERVER is
@@ -294,6 +306,7 @@ pub struct ConsoleArgs {
 pub enum Command {
     Find(FindArgs),
     Snapshot(SnapshotArgs),
+    Decrypt(DecryptArgs),
 }
 
 const FIND_AFTER_LONG_HELP: &str = "\
@@ -502,4 +515,72 @@ pub struct SnapshotArgs {
 
     #[command(flatten, next_help_heading = "Server")]
     pub server: ServerArgs,
+}
+
+/// `--encrypt-to`, `--encrypt-to-file`: sealing passwords to the help desk.
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// Seal every password to this age recipient (age1…, or an ssh-ed25519 / ssh-rsa public key); repeatable
+    ///
+    /// Each password is encrypted with age to every recipient given, before it
+    /// is written anywhere: the results' password column and the journal hold
+    /// the sealed text (base64 of age's binary format, one line) and never the
+    /// password. The tool needs no private key. The help desk opens them with
+    /// `matrix-reactivate decrypt` or any age implementation.
+    #[arg(long, value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
+
+    /// Seal every password to the recipients in this file (one per line, # comments, as age -R reads); repeatable
+    #[arg(long, value_name = "PATH")]
+    pub encrypt_to_file: Vec<PathBuf>,
+}
+
+const DECRYPT_AFTER_LONG_HELP: &str = "\
+EXAMPLES:
+  The help desk opens the results of a run made with --encrypt-to:
+    matrix-reactivate decrypt results.csv -i key.txt -o clear.csv
+  With an SSH key, to standard output:
+    matrix-reactivate decrypt results.csv -i ~/.ssh/id_ed25519 -o -
+  One field with age itself:
+    printf %s \"$FIELD\" | base64 -d | age -d -i key.txt
+
+OUTPUT:
+  The same CSV with each sealed password opened; every other field as it was.
+  A file is created with mode 0600 and never overwrites one: it is written to
+  a temporary file beside it, then put in place whole. If any field cannot be
+  opened, no output is left and each such row is named.
+
+EXIT CODES:
+  0    every sealed password was opened
+  1    a field could not be opened (its row and line are named), the results
+       file is unreadable, or the output exists
+  2    usage error: a missing or unreadable identity file, not an identity
+  130  interrupted; no output is left";
+
+/// Open the sealed passwords of a results file (`--encrypt-to`), for the help desk.
+///
+/// Writes the same CSV with clear passwords. Identity files as age reads them:
+/// AGE-SECRET-KEY-1… lines (from age-keygen), or an unencrypted OpenSSH
+/// private key.
+#[derive(Debug, Args)]
+#[command(
+    after_long_help = DECRYPT_AFTER_LONG_HELP,
+    override_usage = "matrix-reactivate decrypt <RESULTS> -i <IDENTITY> [-o <PATH>]"
+)]
+pub struct DecryptArgs {
+    /// Results CSV of a run made with --encrypt-to
+    #[arg(value_name = "RESULTS")]
+    pub results: PathBuf,
+
+    /// Identity file: age secret keys (AGE-SECRET-KEY-1…) or an unencrypted OpenSSH private key; repeatable
+    #[arg(short, long = "identity", value_name = "IDENTITY", required = true)]
+    pub identities: Vec<PathBuf>,
+
+    /// CSV to create with the clear passwords (mode 0600, never overwritten); - for standard output [default: -]
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Print nothing but errors
+    #[arg(short, long)]
+    pub quiet: bool,
 }

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +15,7 @@ use crate::backend::synapse::SynapseClient;
 use crate::cli::{Cli, FindArgs, ServerArgs, SnapshotArgs};
 use crate::input::{Columns, Source};
 use crate::retry::Policy;
+use crate::seal::{Sealer, Sealing};
 use crate::source::SourceSpec;
 use crate::user_id::check_server_name;
 
@@ -84,9 +86,19 @@ pub struct Settings {
     pub summary_json: Option<PathBuf>,
     /// `--restore-from`: where the before-images come from.
     pub restore_from: Option<SourceSpec>,
+    /// `--encrypt-to`, `--encrypt-to-file`: the recipients every password is
+    /// sealed to before it is written anywhere.
+    pub sealer: Option<Arc<Sealer>>,
     /// Things the admin should hear about how the tool was called (a
     /// deprecated flag), printed before the run.
     pub warnings: Vec<String>,
+}
+
+impl Settings {
+    /// How this run records passwords: in clear, or sealed (to whom).
+    pub fn sealing(&self) -> Sealing {
+        self.sealer.as_ref().map_or(Sealing::Clear, |s| s.sealing())
+    }
 }
 
 /// `find`'s settings.
@@ -206,7 +218,12 @@ impl Settings {
                  matrix-reactivate find -H URL -o users.csv",
             );
         }
-        let (server, warnings) = check_server(&cli.server, cli.console.verbose, env)?;
+        let (server, mut warnings) = check_server(&cli.server, cli.console.verbose, env)?;
+        let sealer = crate::seal::from_flags(&cli.seal.encrypt_to, &cli.seal.encrypt_to_file)
+            .map_err(UsageError)?;
+        if sealer.is_some() && cli.no_password {
+            warnings.push("--encrypt-to has nothing to seal with --no-password".into());
+        }
         let rate = check_rate(cli.rate, "reactivations")?;
         let burst = NonZeroU32::new(cli.burst)
             .ok_or_else(|| UsageError("--burst 0: give 1 or more".into()))?;
@@ -257,6 +274,7 @@ impl Settings {
             show_progress: !cli.console.quiet && !cli.console.no_progress,
             summary_json: cli.summary_json,
             restore_from,
+            sealer: sealer.map(Arc::new),
             warnings,
         })
     }
@@ -591,6 +609,31 @@ mod tests {
         let e = settings(args).err().expect("a usage error");
         assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
         e.to_string()
+    }
+
+    #[test]
+    fn sealing_flags_are_checked_and_name_the_flag_file_and_line() {
+        let h = ["-H", "https://m.example.org"];
+        let public = age::x25519::Identity::generate().to_public().to_string();
+        let s = settings(&[h[0], h[1], "--encrypt-to", &public]).unwrap();
+        assert_eq!(s.sealing(), Sealing::SealedTo(vec![public.clone()]));
+        assert_eq!(settings(&[h[0], h[1]]).unwrap().sealing(), Sealing::Clear);
+        let t = usage_text(&[h[0], h[1], "--encrypt-to", "age1nope"]);
+        assert!(t.starts_with("--encrypt-to: age1nope"), "{t}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("desk.txt");
+        std::fs::write(&file, format!("# desk\n{public}\nssh-ed25519 broken\n")).unwrap();
+        let f = file.to_str().unwrap();
+        let t = usage_text(&[h[0], h[1], "--encrypt-to-file", f]);
+        assert!(t.contains("desk.txt, line 3"), "{t}");
+        std::fs::write(&file, "# nobody\n").unwrap();
+        let t = usage_text(&[h[0], h[1], "--encrypt-to-file", f]);
+        assert!(t.contains("no recipient in it"), "{t}");
+        let gone = dir.path().join("gone.txt");
+        let t = usage_text(&[h[0], h[1], "--encrypt-to-file", gone.to_str().unwrap()]);
+        assert!(t.contains("gone.txt: cannot read it"), "{t}");
+        let s = settings(&[h[0], h[1], "--no-password", "--encrypt-to", &public]).unwrap();
+        assert!(s.warnings.iter().any(|w| w.contains("nothing to seal")));
     }
 
     #[test]

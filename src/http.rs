@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -167,7 +167,9 @@ impl Http {
             req = req.header(AUTHORIZATION, h.clone());
         }
         if let Some(b) = body {
-            req = req.json(b);
+            req = req
+                .header(CONTENT_TYPE, "application/json")
+                .body(wiped_json(b)?);
         }
         self.send_prepared(req).await
     }
@@ -293,6 +295,16 @@ impl Http {
         eprintln!("{}", verbose_line(&what, outcome, started.elapsed()));
         result
     }
+}
+
+/// A JSON body whose bytes are wiped once the HTTP client is done with them:
+/// a reactivation's carries a password. Sized once, so serialising never
+/// leaves a copy behind in a buffer it outgrew (bodies that carry a password
+/// are far smaller than the first guess).
+fn wiped_json(body: &serde_json::Value) -> Result<bytes::Bytes, ApiError> {
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(1024));
+    serde_json::to_writer(&mut *buf, body).map_err(|e| ApiError::Transport(e.to_string()))?;
+    Ok(bytes::Bytes::from_owner(buf))
 }
 
 /// The `--verbose` line of one request: its status, or the error.

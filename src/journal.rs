@@ -7,6 +7,12 @@
 //! batch, not per user. On `--resume` the journal says which users may hold a
 //! password that the results file does not show yet; they are checked again and
 //! completed with the same password. The journal is removed when a run completes.
+//!
+//! Its first line says how the passwords are recorded (`seal::Sealing`): in
+//! clear, or sealed with age to the recipients listed, in which case every
+//! record holds the sealed text only. A resumed run compares that line with
+//! its own flags before it touches any user. A journal without that line was
+//! written in clear by an earlier version.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,6 +24,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::fsio::{complete_lines, open_private, sync_parent_dir, Open};
+use crate::seal::Sealing;
 
 struct Record {
     user: String,
@@ -39,10 +46,30 @@ pub fn path_for(results: &Path) -> PathBuf {
 }
 
 impl Journal {
-    /// Opens (or creates, mode 0600) the journal for appending.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let file = open_private(path, Open::Append)
+    /// Opens (or creates, mode 0600) the journal for appending. A new (or
+    /// empty) journal starts with the line that says how passwords are
+    /// recorded; an existing one must say the same as `sealing`.
+    pub fn open(path: &Path, sealing: &Sealing) -> anyhow::Result<Self> {
+        let mut file = open_private(path, Open::Append)
             .with_context(|| format!("cannot open journal {}", path.display()))?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text)
+            .with_context(|| format!("cannot read journal {}", path.display()))?;
+        // A record torn by a crash is cut, so the next one starts on its own
+        // line (its request was never sent).
+        let complete = complete_lines(&text);
+        if complete < text.len() {
+            file.set_len(complete as u64)?;
+        }
+        match sealing_of(&text[..complete], path)? {
+            None => {
+                use std::io::Write;
+                writeln!(file, "{}", sealing.line())
+                    .with_context(|| format!("cannot write journal {}", path.display()))?;
+            }
+            Some(earlier) => Sealing::refuse_change(&earlier, sealing, &path.display().to_string())
+                .map_err(anyhow::Error::msg)?,
+        }
         file.sync_all()?;
         sync_parent_dir(path)?;
         Self::start(file, path)
@@ -131,23 +158,60 @@ fn write_batch(writer: &mut csv::Writer<File>, batch: &[Record]) -> io::Result<(
     writer.get_ref().sync_data()
 }
 
-/// Reads a journal left by an earlier run: user → the last password recorded
-/// (an empty one, from `forget`, means none). A last line cut short by a crash
-/// is ignored: its request was never sent.
-pub fn read(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+/// How the journal at `path` records its passwords; `None` when there is no
+/// journal, or nothing in it yet.
+pub fn sealing(path: &Path) -> anyhow::Result<Option<Sealing>> {
+    let text = read_all(path)?;
+    sealing_of(&text[..complete_lines(&text)], path)
+}
+
+/// The sealing that a journal's complete lines declare.
+fn sealing_of(text: &[u8], path: &Path) -> anyhow::Result<Option<Sealing>> {
+    let Some(first) = text.split(|&b| b == b'\n').next().filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    if first.starts_with(b"@") {
+        // Records from the first line on: an earlier version, in clear.
+        return Ok(Some(Sealing::Clear));
+    }
+    std::str::from_utf8(first)
+        .ok()
+        .and_then(Sealing::parse_line)
+        .map(Some)
+        .with_context(|| {
+            format!(
+                "{} is not a journal of matrix-reactivate (its first line says neither how \
+                 passwords are recorded nor a user); refusing to use it",
+                path.display()
+            )
+        })
+}
+
+/// The whole file, or nothing if it does not exist.
+fn read_all(path: &Path) -> anyhow::Result<Vec<u8>> {
     let mut text = Vec::new();
     match File::open(path) {
         Ok(mut f) => {
             f.read_to_end(&mut text)
                 .with_context(|| format!("cannot read journal {}", path.display()))?;
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read journal {}", path.display())),
     }
+    Ok(text)
+}
+
+/// Reads a journal left by an earlier run: user → the last password recorded
+/// (an empty one, from `forget`, means none), as recorded: in clear or sealed,
+/// as `sealing` says. A last line cut short by a crash is ignored: its request
+/// was never sent.
+pub fn read(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let text = read_all(path)?;
     let complete = complete_lines(&text);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
+        .comment(Some(b'#'))
         .from_reader(&text[..complete]);
     let mut out = HashMap::new();
     for rec in reader.records() {
@@ -169,7 +233,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(&dir.path().join("out.csv"));
         assert!(path.ends_with("out.csv.journal"));
-        let j = Journal::open(&path).unwrap();
+        let j = Journal::open(&path, &Sealing::Clear).unwrap();
         let (a, b) = tokio::join!(j.record("@a:x", "pw,1"), j.record("@b:x", "pw\"2"));
         a.unwrap();
         b.unwrap();
@@ -207,5 +271,62 @@ mod tests {
     fn missing_journal_is_empty() {
         let dir = tempfile::tempdir().unwrap();
         assert!(read(&dir.path().join("nope")).unwrap().is_empty());
+        assert_eq!(sealing(&dir.path().join("nope")).unwrap(), None);
+    }
+
+    fn sealed_to(r: &[&str]) -> Sealing {
+        Sealing::SealedTo(r.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[tokio::test]
+    async fn the_first_line_says_how_passwords_are_recorded_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv.journal");
+        let desk = sealed_to(&["age1desk", "ssh-ed25519 AAAAdesk"]);
+        let j = Journal::open(&path, &desk).unwrap();
+        j.record("@a:x", "YWdlLWVuY3J5cHRpb24ub3JnL3Yx+sealed")
+            .await
+            .unwrap();
+        j.close();
+        assert_eq!(sealing(&path).unwrap(), Some(desk.clone()));
+        // A crash tears the next record; reopening cuts it and appends after.
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(b"@b:x,YWdlLWVuY3J5");
+        std::fs::write(&path, text).unwrap();
+        let j = Journal::open(&path, &desk).unwrap();
+        j.record("@c:x", "YWdlLWVuY3J5cHRpb24ub3JnL3Yx+c")
+            .await
+            .unwrap();
+        j.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(text.lines().next(), Some(desk.line().as_str()));
+        let m = read(&path).unwrap();
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m["@c:x"].ends_with("+c"));
+        // Another sealing is refused, whatever the caller checked before.
+        let e = Journal::open(&path, &Sealing::Clear).err().unwrap();
+        assert!(e.to_string().contains("refusing to resume"), "{e}");
+        let e = Journal::open(&path, &sealed_to(&["age1other"]))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("other recipients"), "{e}");
+    }
+
+    #[test]
+    fn journals_of_earlier_versions_are_clear_and_foreign_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.journal");
+        std::fs::write(&old, "@a:x,pw1\n").unwrap();
+        assert_eq!(sealing(&old).unwrap(), Some(Sealing::Clear));
+        assert_eq!(read(&old).unwrap()["@a:x"], "pw1");
+        // An empty journal, or one whose first line was torn: nothing recorded yet.
+        let torn = dir.path().join("torn.journal");
+        std::fs::write(&torn, "#passwords: sea").unwrap();
+        assert_eq!(sealing(&torn).unwrap(), None);
+        let foreign = dir.path().join("foreign.journal");
+        std::fs::write(&foreign, "user_id,password\n").unwrap();
+        let e = sealing(&foreign).err().unwrap();
+        assert!(e.to_string().contains("not a journal"), "{e}");
     }
 }

@@ -11,11 +11,14 @@
 //! - `report`, `journal`, `fsio`, `progress`, `input`, `user_id`, `user_set`,
 //!   `password`: the records, the input and the values the run works with;
 //! - `cli`, `config`: the command line, then validated settings; `generate`:
-//!   completion scripts and the man page from the same definition.
+//!   completion scripts and the man page from the same definition;
+//! - `seal`: passwords sealed to the help desk's age key (`--encrypt-to`), and
+//!   `decrypt`, the command that opens them.
 
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod decrypt;
 pub mod find;
 pub mod fsio;
 pub mod generate;
@@ -28,6 +31,7 @@ pub mod progress;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod seal;
 pub mod snapshot;
 pub mod source;
 pub mod stop;

@@ -7,6 +7,7 @@ use clap::Parser;
 
 use matrix_reactivate::cli::{Cli, Command, Generate};
 use matrix_reactivate::config::{EnvSecrets, FindSettings, Settings, SnapshotSettings, UsageError};
+use matrix_reactivate::decrypt::DecryptSettings;
 
 fn main() {
     let cli = Cli::parse();
@@ -32,6 +33,10 @@ fn main() {
                 )
             }
         },
+        Some(Command::Decrypt(args)) => match DecryptSettings::from_args(args) {
+            Err(e) => report(&e, DECRYPT_HELP),
+            Ok(settings) => block_on(matrix_reactivate::decrypt::decrypt(settings), DECRYPT_HELP),
+        },
         None => {
             // Lossy, never `env::args()`: that panics on a file name that is not UTF-8.
             let args: Vec<String> = std::env::args_os()
@@ -53,6 +58,7 @@ fn main() {
 const HELP: &str = "matrix-reactivate --help";
 const FIND_HELP: &str = "matrix-reactivate find --help";
 const SNAPSHOT_HELP: &str = "matrix-reactivate snapshot --help";
+const DECRYPT_HELP: &str = "matrix-reactivate decrypt --help";
 
 /// What the admin should hear about how the tool was called, before it starts.
 fn warn(quiet: bool, warnings: &[String]) {

@@ -4,8 +4,13 @@
 //! of 248 or more are rejected (248 = 4 × 62), so `byte % 62` has no modulo bias.
 //! Alphanumeric only, so a password survives CSV, spreadsheets, e-mail and being
 //! read aloud by a help desk without quoting or escaping.
+//!
+//! The random bytes a password is drawn from are wiped once it is made, and
+//! `wipe_field` wipes the copy in a request body once the request is done:
+//! a password's clear text must not outlive the request that sets it.
 
 use anyhow::Context;
+use zeroize::Zeroize;
 
 pub const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 pub const MIN_LENGTH: usize = 12;
@@ -27,12 +32,13 @@ pub(crate) fn generate_with(
     length: usize,
     mut fill: impl FnMut(&mut [u8]) -> anyhow::Result<()>,
 ) -> anyhow::Result<String> {
+    // Exactly `length`: the string never grows, so no copy is left behind.
     let mut out = String::with_capacity(length);
     // A few spare bytes cover the expected 3 % of rejections in one draw.
-    let mut buf = vec![0u8; length + length / 16 + 8];
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; length + length / 16 + 8]);
     while out.len() < length {
         fill(&mut buf)?;
-        for &b in &buf {
+        for &b in buf.iter() {
             if b < REJECT_FROM {
                 out.push(ALPHABET[usize::from(b % 62)] as char);
                 if out.len() == length {
@@ -42,6 +48,14 @@ pub(crate) fn generate_with(
         }
     }
     Ok(out)
+}
+
+/// Wipes the string at `key` of a JSON request body (a password), once the
+/// request that carried it has its answer.
+pub fn wipe_field(body: &mut serde_json::Value, key: &str) {
+    if let Some(serde_json::Value::String(s)) = body.get_mut(key) {
+        s.zeroize();
+    }
 }
 
 #[cfg(test)]
@@ -55,6 +69,15 @@ mod tests {
             assert_eq!(p.len(), len);
             assert!(p.bytes().all(|b| ALPHABET.contains(&b)), "{p}");
         }
+    }
+
+    #[test]
+    fn request_bodies_are_wiped() {
+        let mut body = serde_json::json!({"deactivated": false, "password": "secret-pw"});
+        wipe_field(&mut body, "password");
+        assert_eq!(body["password"], "");
+        assert_eq!(body["deactivated"], false);
+        wipe_field(&mut body, "absent");
     }
 
     #[test]

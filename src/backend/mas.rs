@@ -383,10 +383,10 @@ impl MasClient {
     /// construction or chosen by the admin, so MAS's strength check is skipped.
     pub async fn set_password(&self, id: &str, password: &str) -> Result<(), ApiError> {
         let path = format!("/users/{}/set-password", encode(id));
-        let body = serde_json::json!({ "password": password, "skip_password_check": true });
-        self.send(Method::POST, &path, Some(&body))
-            .await
-            .map(|_| ())
+        let mut body = serde_json::json!({ "password": password, "skip_password_check": true });
+        let result = self.send(Method::POST, &path, Some(&body)).await;
+        crate::password::wipe_field(&mut body, "password");
+        result.map(|_| ())
     }
 
     /// The user's e-mail addresses (`GET /user-emails?filter[user]=…`).

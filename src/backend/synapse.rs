@@ -560,7 +560,13 @@ impl Accounts for SynapseAccounts {
         }
         // A 403 here ("Password change disabled") is about this request; the
         // caller decides, knowing that nothing was applied.
-        self.put(AuthFailure::ForbiddenFailsRow, user, body).await
+        let auth = AuthFailure::ForbiddenFailsRow;
+        let result = self
+            .retrier
+            .call(auth, || self.client.modify_existing(user, &body))
+            .await;
+        crate::password::wipe_field(&mut body, "password");
+        result
     }
 
     /// `{"locked": false}` only, so the password and devices stay as they are.

@@ -9,7 +9,13 @@
 //!   replace theirs and log them out); at most `--unlock` unlocks them;
 //! - an erased user is left alone without `--include-erased`;
 //! - a dry run plans no change;
-//! - a password an interrupted run journaled is reused, never replaced.
+//! - a password an interrupted run journaled in clear is reused, never
+//!   replaced;
+//! - a sealed journal cannot be read back (the tool holds no private key): an
+//!   account found active finishes with the journaled (sealed) password it
+//!   took, and one still deactivated gets a new password, which the pipeline
+//!   journals before it sends it. Either way the results hold the password the
+//!   account has.
 
 use crate::backend::{Account, Lookup};
 use crate::config::Passwords;
@@ -23,12 +29,14 @@ pub struct Choices<'a> {
     pub include_erased: bool,
     pub unlock: bool,
     pub passwords: &'a Passwords,
+    /// Passwords are sealed (`--encrypt-to`): a journaled one is sealed text.
+    pub sealed: bool,
 }
 
 /// Where the password of a reactivation comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PasswordSource {
-    /// An interrupted run journaled it: the account may already hold it.
+    /// An interrupted run journaled it in clear: the account may already hold it.
     Journaled(String),
     FromInput(String),
     Generate {
@@ -43,8 +51,9 @@ pub enum PasswordSource {
 pub enum Plan {
     /// Change nothing; the row has this status and note.
     Report { status: Status, note: &'static str },
-    /// An active user with a journaled password: the earlier run's
-    /// reactivation landed just before it stopped. Finish what it began.
+    /// An active user with a journaled password (in clear or sealed, as
+    /// journaled): the earlier run's reactivation landed just before it
+    /// stopped. Finish what it began.
     FinishEarlier { password: String },
     /// Dry run: say it would be reactivated, and which rooms it would rejoin.
     WouldReactivate { note: &'static str },
@@ -95,7 +104,11 @@ pub fn decide(
         };
         return Plan::WouldReactivate { note };
     }
-    let password = match (journaled, choices.passwords, input_password) {
+    // A sealed password cannot be sent again: the account, still deactivated,
+    // did not take it (see `pipeline` for the wait that makes this so), so it
+    // gets a new one as if nothing had been journaled.
+    let resend = journaled.filter(|_| !choices.sealed);
+    let password = match (resend, choices.passwords, input_password) {
         (Some(p), _, _) => PasswordSource::Journaled(p.to_owned()),
         (None, Passwords::None, _) => PasswordSource::None,
         (None, Passwords::FromColumn, Some(p)) => PasswordSource::FromInput(p.to_owned()),
@@ -155,11 +168,16 @@ mod tests {
             include_erased,
             unlock,
             passwords: &GENERATE,
+            sealed: false,
         }
     }
 
     /// Every combination of what the server can say and of the options.
     fn every_case() -> Vec<(Lookup, Option<&'static str>, Choices<'static>)> {
+        every_case_with(&[false, true])
+    }
+
+    fn every_case_with(sealing: &[bool]) -> Vec<(Lookup, Option<&'static str>, Choices<'static>)> {
         let mut cases = vec![];
         let lookups = [false, true].into_iter().flat_map(|d| {
             [false, true]
@@ -171,7 +189,13 @@ mod tests {
                 for dry in [false, true] {
                     for erased in [false, true] {
                         for unlock in [false, true] {
-                            cases.push((lookup.clone(), journaled, choices(dry, erased, unlock)));
+                            for &sealed in sealing {
+                                let c = Choices {
+                                    sealed,
+                                    ..choices(dry, erased, unlock)
+                                };
+                                cases.push((lookup.clone(), journaled, c));
+                            }
                         }
                     }
                 }
@@ -265,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_journaled_password_is_reused_never_replaced() {
-        for (lookup, journaled, c) in every_case() {
+        for (lookup, journaled, c) in every_case_with(&[false]) {
             let plan = decide(&lookup, journaled, Some("input-pw"), &c);
             match (&plan, journaled) {
                 (
@@ -281,6 +305,45 @@ mod tests {
                 (Plan::FinishEarlier { password }, Some(j)) => assert_eq!(password, j),
                 (Plan::FinishEarlier { .. }, None) => panic!("finish without a journal"),
                 _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_sealed_journal_finishes_an_active_user_and_renews_a_deactivated_one() {
+        let column = Passwords::FromColumn;
+        for (lookup, journaled, c) in every_case_with(&[true]) {
+            let Lookup::Found(a) = &lookup else { continue };
+            for (c, input) in [
+                (c.clone(), None),
+                (
+                    Choices {
+                        passwords: &column,
+                        ..c.clone()
+                    },
+                    Some("input-pw"),
+                ),
+            ] {
+                let plan = decide(&lookup, journaled, input, &c);
+                match (&plan, journaled) {
+                    (Plan::FinishEarlier { password }, Some(j)) => {
+                        assert!(!a.deactivated && !c.dry_run, "{a:?}");
+                        assert_eq!(password, j, "the sealed text the account took");
+                    }
+                    (Plan::FinishEarlier { .. }, None) => panic!("finish without a journal"),
+                    (Plan::Reactivate { password, .. }, _) => {
+                        assert!(a.deactivated);
+                        let fresh = match c.passwords {
+                            Passwords::FromColumn => PasswordSource::FromInput("input-pw".into()),
+                            _ => PasswordSource::Generate { length: 24 },
+                        };
+                        assert_eq!(password, &fresh, "never sends sealed text");
+                    }
+                    _ => {}
+                }
+                if journaled.is_some() && !a.deactivated && !c.dry_run {
+                    assert!(matches!(plan, Plan::FinishEarlier { .. }), "{plan:?}");
+                }
             }
         }
     }
@@ -411,6 +474,28 @@ mod tests {
                     ..c.clone()
                 },
                 reactivate(PasswordSource::Journaled("j".into()), false),
+            ),
+            (
+                account(true, false, false),
+                Some("YWdl-sealed"),
+                None,
+                Choices {
+                    sealed: true,
+                    ..c.clone()
+                },
+                reactivate(PasswordSource::Generate { length: 24 }, false),
+            ),
+            (
+                account(false, false, false),
+                Some("YWdl-sealed"),
+                None,
+                Choices {
+                    sealed: true,
+                    ..c.clone()
+                },
+                Plan::FinishEarlier {
+                    password: "YWdl-sealed".into(),
+                },
             ),
         ];
         for (lookup, journaled, input, choices, want) in table {

@@ -3,7 +3,9 @@
 //!
 //! Invariants this module keeps, beside those of `decide`:
 //! - No request that sets a password before that password is fsynced in the
-//!   journal.
+//!   journal (sealed first, with `--encrypt-to`: see `password`).
+//! - The clear password lives only until the request that sets it has its
+//!   answer; rows and the journal get its recorded (sealed) form.
 //! - A reactivation whose outcome is unknown (timeout, 5xx, a garbled answer)
 //!   is looked up again, and a password the account may now hold is never
 //!   dropped from the results.
@@ -16,10 +18,12 @@
 
 pub mod decide;
 pub mod give_back;
+mod password;
 mod restore;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::backend::synapse::SynapseClient;
 use crate::backend::{Account, Accounts, Lookup};
@@ -29,6 +33,7 @@ use crate::input::{InputRow, Restore};
 use crate::journal::Journal;
 use crate::report::{format_restored, ResultRow, Status, NOT_IN_SOURCE};
 use crate::retry::{auth_message, CallError, Retrier};
+use crate::seal::Sealer;
 use crate::source::{BeforeImage, Source};
 use crate::stop::StopSignal;
 use crate::throttle::Throttle;
@@ -36,6 +41,7 @@ use crate::user_id::UserId;
 
 use crate::backend::rooms::RoomCache;
 use decide::{decide, not_local, Choices, PasswordSource, Plan};
+use password::Outgoing;
 
 /// The options that shape what is done to each user.
 #[derive(Clone, Debug)]
@@ -49,6 +55,9 @@ pub struct Options {
     pub passwords: Passwords,
     /// `--left-since` in ms, when `--rejoin-rooms` is given.
     pub rejoin_since: Option<i64>,
+    /// On `--resume` after a run that sealed its passwords: users it
+    /// journaled are not looked up before this instant (see `password::settle`).
+    pub settle_until: Option<SystemTime>,
 }
 
 /// What every user's processing shares for the whole run.
@@ -62,13 +71,17 @@ pub struct Shared<'a, A> {
     pub journal: Option<&'a Journal>,
     /// `--restore-from`: the before-images to give back from.
     pub source: Option<Arc<dyn Source>>,
+    /// `--encrypt-to`: passwords are sealed to these recipients before they
+    /// are written anywhere.
+    pub sealer: Option<&'a Arc<Sealer>>,
     pub options: &'a Options,
 }
 
 /// What the run learns as it goes, or brought from an earlier run.
 #[derive(Default)]
 pub struct Caches {
-    /// Passwords an interrupted run journaled for users with no result yet.
+    /// Passwords an interrupted run journaled for users with no result yet,
+    /// as journaled (sealed, with `--encrypt-to`).
     pub earlier_passwords: HashMap<String, String>,
     pub rooms: RoomCache,
 }
@@ -147,6 +160,11 @@ impl<A: Accounts> Worker<'_, A> {
         if let Some(why) = not_local(&job.user, &options.server_name) {
             return Done::Row(job.row(Status::NotLocal, None, &why));
         }
+        let journaled = self.caches.earlier_passwords.get(job.user.as_str());
+        let sealed = self.shared.sealer.is_some();
+        if journaled.is_some() && sealed && !self.settle().await {
+            return Done::Abandoned;
+        }
         let lookup = match self.shared.accounts.look_up(&job.user).await {
             Ok(l) => l,
             Err(CallError::Stopped) => return Done::Abandoned,
@@ -155,12 +173,12 @@ impl<A: Accounts> Worker<'_, A> {
                 return failed(&e, job.row(Status::Failed, None, &why));
             }
         };
-        let journaled = self.caches.earlier_passwords.get(job.user.as_str());
         let choices = Choices {
             dry_run: options.dry_run,
             include_erased: options.include_erased,
             unlock: options.unlock,
             passwords: &options.passwords,
+            sealed,
         };
         let plan = decide(
             &lookup,
@@ -220,8 +238,16 @@ impl<A: Accounts> Worker<'_, A> {
         let outcome = self
             .shared
             .accounts
-            .reactivate(&job.user, account, password.as_deref(), unlock)
+            .reactivate(
+                &job.user,
+                account,
+                password.as_ref().map(Outgoing::clear),
+                unlock,
+            )
             .await;
+        // The request has its answer: the clear password is wiped here, and
+        // only the form the journal holds goes on into the row.
+        let password = password.map(Outgoing::into_recorded);
         match self.confirm(job, &password, outcome).await {
             Ok(()) => {
                 let row = job.row(Status::Reactivated, password, "");
@@ -231,35 +257,8 @@ impl<A: Accounts> Worker<'_, A> {
         }
     }
 
-    /// The password to set, journaled (fsynced) before it is sent.
-    /// Err(()) when the run had to stop.
-    async fn password(&self, job: &Job, source: PasswordSource) -> Result<Option<String>, ()> {
-        let password = match source {
-            PasswordSource::Journaled(p) => return Ok(Some(p)),
-            PasswordSource::None => return Ok(None),
-            PasswordSource::FromInput(p) => p,
-            PasswordSource::Generate { length } => match crate::password::generate(length) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.stop().stop_run(format!("{e:#}"));
-                    return Err(());
-                }
-            },
-        };
-        if let Some(journal) = self.shared.journal {
-            if let Err(e) = journal.record(job.user.as_str(), &password).await {
-                self.stop().stop_run(format!(
-                    "cannot write the password journal {} ({e}); no password was sent \
-                     without being saved. Free space or fix the folder, then run again with --resume",
-                    journal.path().display()
-                ));
-                return Err(());
-            }
-        }
-        Ok(Some(password))
-    }
-
     /// Whether a reactivation took effect: `Ok` if it did, else the user's end.
+    /// `password` is as recorded (sealed, with `--encrypt-to`).
     async fn confirm(
         &self,
         job: &Job,

@@ -10,7 +10,7 @@ pub mod sink;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{bail, Context};
 
@@ -133,6 +133,9 @@ struct Opened {
     created: Option<Results>,
     output: PathBuf,
     journal_path: PathBuf,
+    /// When the interrupted run last wrote to its journal or results
+    /// (`--resume` only), read before this run writes to either.
+    last_write: Option<SystemTime>,
 }
 
 impl Opened {
@@ -166,6 +169,13 @@ fn open(settings: &Settings) -> anyhow::Result<Opened> {
             }
         }
     }
+    let last_write = if settings.resume {
+        // Before the preflight, and before either file is written to.
+        resume::check_sealing(&journal_path, out, None, &settings.sealing())?;
+        resume::last_write(&journal_path, out)
+    } else {
+        None
+    };
     let created = if settings.resume && out.exists() {
         None
     } else {
@@ -184,6 +194,7 @@ fn open(settings: &Settings) -> anyhow::Result<Opened> {
         created,
         output: out.clone(),
         journal_path,
+        last_write,
     })
 }
 
@@ -194,6 +205,8 @@ struct Resumed {
     earlier: Earlier,
     earlier_passwords: HashMap<String, String>,
     journal_path: PathBuf,
+    /// See `pipeline::Options::settle_until`.
+    settle_until: Option<SystemTime>,
 }
 
 fn resume(settings: &Settings, opened: Opened, server_name: &str) -> anyhow::Result<Resumed> {
@@ -201,12 +214,22 @@ fn resume(settings: &Settings, opened: Opened, server_name: &str) -> anyhow::Res
         Some(results) => (results, Earlier::none(server_name)),
         None => resume::reopen_results(&opened.output, server_name, settings.dry_run)?,
     };
+    if settings.resume {
+        let now = settings.sealing();
+        resume::check_sealing(&opened.journal_path, &opened.output, Some(&earlier), &now)?;
+    }
     // A journal is read even when the results file is gone: it may hold
     // passwords already set.
     let earlier_passwords = if settings.resume {
         resume::journaled_passwords(&opened.journal_path, &earlier)?
     } else {
         HashMap::new()
+    };
+    let settle_until = match &settings.sealer {
+        Some(_) if !earlier_passwords.is_empty() => {
+            resume::settle_until(opened.last_write, settings.server.timeout)
+        }
+        _ => None,
     };
     if settings.resume && (earlier.counts.rows() > 0 || !earlier_passwords.is_empty()) {
         say(
@@ -219,12 +242,25 @@ fn resume(settings: &Settings, opened: Opened, server_name: &str) -> anyhow::Res
             ),
         );
     }
+    if let Some(wait) = settle_until.and_then(|u| u.duration_since(SystemTime::now()).ok()) {
+        say(
+            settings,
+            &format!(
+                "The interrupted run wrote {:.0} s ago: its journaled users wait until it has \
+                 been silent for --timeout ({:.0} s more), so that none of its requests can \
+                 land after theirs",
+                (settings.server.timeout.saturating_sub(wait)).as_secs_f64(),
+                wait.as_secs_f64()
+            ),
+        );
+    }
     Ok(Resumed {
         input: opened.input,
         results,
         earlier,
         earlier_passwords,
         journal_path: opened.journal_path,
+        settle_until,
     })
 }
 
@@ -274,6 +310,7 @@ impl Drive<'_> {
             earlier,
             earlier_passwords,
             journal_path,
+            settle_until,
         } = resumed;
         let total = input::count_rows(input.source(), input.layout().has_header);
         let mut counts = earlier.counts.clone();
@@ -283,7 +320,7 @@ impl Drive<'_> {
         let journal = if settings.dry_run {
             None
         } else {
-            Some(Journal::open(&journal_path)?)
+            Some(Journal::open(&journal_path, &settings.sealing())?)
         };
         let stop = retrier.stop_signal();
         let throttle = Throttle::new(settings.rate, settings.burst);
@@ -295,6 +332,7 @@ impl Drive<'_> {
             unlock: settings.unlock,
             passwords: settings.passwords.clone(),
             rejoin_since: settings.rejoin_rooms_since,
+            settle_until,
         };
         let worker = Worker {
             shared: Shared {
@@ -303,6 +341,7 @@ impl Drive<'_> {
                 retrier,
                 throttle: throttle.as_ref(),
                 journal: journal.as_ref(),
+                sealer: settings.sealer.as_ref(),
                 source,
                 options: &options,
             },
@@ -371,6 +410,14 @@ fn finish(
     };
     if !settings.quiet {
         eprint!("{}", summary::summary(&input));
+        if let Some(sealer) = settings.sealer.as_ref().filter(|_| !settings.dry_run) {
+            eprintln!(
+                "  The passwords are sealed with age to {} recipient(s): the help desk opens \
+                 them with\n    matrix-reactivate decrypt {} -i KEY -o clear.csv",
+                sealer.len(),
+                resume::shell_quote(&settings.output.display().to_string())
+            );
+        }
     } else if let Ending::Fatal(reason) = &ending {
         eprintln!("error: {reason}");
     }

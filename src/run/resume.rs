@@ -3,16 +3,23 @@
 //!
 //! A resumed run never does a user twice and never replaces a password an
 //! earlier run may have set: users with a row are skipped, and journaled users
-//! are looked up again and completed with the journaled password.
+//! are looked up again and completed with the journaled password (or, after
+//! a run that sealed its passwords, which cannot be read back, with a new one:
+//! see `pipeline::password`). A resumed run that would record its passwords
+//! otherwise than the interrupted one (sealed then not, not then sealed, other
+//! recipients) is refused before any user is touched.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 
+use crate::config::UsageError;
 use crate::journal;
 use crate::report::results::Results;
 use crate::report::{is_partial, Counts, Status, HEADER};
+use crate::seal::{self, Sealing};
 use crate::user_id::UserId;
 use crate::user_set::{UserSet, DONE};
 
@@ -26,6 +33,9 @@ pub struct Earlier {
     pub counts: Counts,
     /// Whether the earlier rows came from a `--dry-run`.
     pub dry_run: bool,
+    /// Rows whose password is sealed, and rows whose password is in clear.
+    pub sealed_passwords: u64,
+    pub clear_passwords: u64,
 }
 
 impl Earlier {
@@ -36,6 +46,8 @@ impl Earlier {
             invalid_lines: Default::default(),
             counts: Counts::default(),
             dry_run: false,
+            sealed_passwords: 0,
+            clear_passwords: 0,
         }
     }
 }
@@ -110,6 +122,11 @@ fn read_rows(path: &Path, text: &[u8], server_name: &str) -> anyhow::Result<Earl
                 earlier.users.visit(user, DONE);
             }
         }
+        match cell(2) {
+            "" => {}
+            p if seal::is_sealed(p) => earlier.sealed_passwords += 1,
+            _ => earlier.clear_passwords += 1,
+        }
         earlier.counts.add(status);
         if is_partial(status, cell(3), cell(6)) {
             earlier.counts.partial += 1;
@@ -128,6 +145,56 @@ pub fn journaled_passwords(
     let mut passwords = journal::read(journal_path)?;
     passwords.retain(|user, _| !earlier.users.contains(user));
     Ok(passwords)
+}
+
+/// Refuses a resumed run that would record passwords otherwise than the
+/// interrupted one did. The journal's first line says exactly how (and to
+/// whom) it sealed; the results file tells sealed rows from clear ones, which
+/// is all that is left once a run completed and its journal is gone.
+pub fn check_sealing(
+    journal_path: &Path,
+    results: &Path,
+    earlier: Option<&Earlier>,
+    now: &Sealing,
+) -> anyhow::Result<()> {
+    if let Some(journaled) = journal::sealing(journal_path)? {
+        let shown = journal_path.display().to_string();
+        Sealing::refuse_change(&journaled, now, &format!("the journal {shown}"))
+            .map_err(UsageError)?;
+    }
+    let Some(earlier) = earlier else {
+        return Ok(());
+    };
+    let shown = results.display();
+    let refusal = match now {
+        Sealing::Clear if earlier.sealed_passwords > 0 => format!(
+            "refusing to resume: {shown} holds {} sealed password(s), and this run would              write its own in clear. Give the same --encrypt-to / --encrypt-to-file as the run              that wrote it",
+            earlier.sealed_passwords
+        ),
+        Sealing::SealedTo(_) if earlier.clear_passwords > 0 => format!(
+            "refusing to resume: {shown} holds {} password(s) in clear, and this run would              seal its own, leaving a file of both kinds. Resume without --encrypt-to /              --encrypt-to-file",
+            earlier.clear_passwords
+        ),
+        _ => return Ok(()),
+    };
+    Err(UsageError(refusal).into())
+}
+
+/// When the interrupted run was last seen working: the later of the last
+/// changes to its journal and its results file. `None` if neither exists.
+pub fn last_write(journal_path: &Path, results: &Path) -> Option<SystemTime> {
+    [journal_path, results]
+        .into_iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+/// Until when users of a sealed journal wait before they are looked up
+/// again (`pipeline::password::settle`): `timeout` after the interrupted
+/// run's last write, if that is still to come.
+pub fn settle_until(last_write: Option<SystemTime>, timeout: Duration) -> Option<SystemTime> {
+    let until = last_write? + timeout;
+    (until > SystemTime::now()).then_some(until)
 }
 
 /// The command line to continue this run: the same arguments plus `--resume`.
@@ -216,6 +283,70 @@ mod tests {
         let e = reopen_results(&path, "x", false).err().unwrap();
         assert!(e.to_string().contains("--dry-run"), "{e}");
         assert!(reopen_results(&path, "x", true).is_ok());
+    }
+
+    #[test]
+    fn sealed_and_clear_rows_are_counted_and_a_change_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let mut r = Results::create(&path).unwrap();
+        let mut sealed = sample_row("@a:x", Status::Reactivated, 2);
+        sealed.password = Some(format!("{}ABCD", seal::SEALED_PREFIX));
+        r.write(&sealed).unwrap();
+        r.write(&sample_row("@b:x", Status::NotFound, 3)).unwrap();
+        drop(r);
+        let (_, earlier) = reopen_results(&path, "x", false).unwrap();
+        assert_eq!((earlier.sealed_passwords, earlier.clear_passwords), (1, 0));
+        let none = dir.path().join("no.journal");
+        let desk = Sealing::SealedTo(vec!["age1desk".into()]);
+        assert!(check_sealing(&none, &path, Some(&earlier), &desk).is_ok());
+        let e = check_sealing(&none, &path, Some(&earlier), &Sealing::Clear)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 sealed password(s)"), "{e}");
+
+        let clear = dir.path().join("c.csv");
+        let mut r = Results::create(&clear).unwrap();
+        r.write(&sample_row("@a:x", Status::Reactivated, 2))
+            .unwrap();
+        drop(r);
+        let (_, earlier) = reopen_results(&clear, "x", false).unwrap();
+        assert_eq!((earlier.sealed_passwords, earlier.clear_passwords), (0, 1));
+        let e = check_sealing(&none, &clear, Some(&earlier), &desk)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 password(s) in clear"), "{e}");
+
+        // The journal's line is checked first, and exactly.
+        let j = dir.path().join("r.csv.journal");
+        std::fs::write(&j, format!("{}\n", desk.line())).unwrap();
+        let other = Sealing::SealedTo(vec!["age1other".into()]);
+        let e = check_sealing(&j, &path, None, &other).unwrap_err();
+        assert!(
+            e.downcast_ref::<UsageError>().is_some(),
+            "a usage error: exit 2"
+        );
+        let e = e.to_string();
+        assert!(
+            e.contains("other recipients") && e.contains("r.csv.journal"),
+            "{e}"
+        );
+        assert!(check_sealing(&j, &path, None, &desk).is_ok());
+    }
+
+    #[test]
+    fn users_of_a_sealed_journal_wait_for_the_interrupted_runs_last_requests() {
+        let t = Duration::from_secs(30);
+        assert_eq!(settle_until(None, t), None);
+        let long_ago = SystemTime::now() - Duration::from_secs(60);
+        assert_eq!(settle_until(Some(long_ago), t), None);
+        let just_now = SystemTime::now() - Duration::from_secs(1);
+        assert_eq!(settle_until(Some(just_now), t), Some(just_now + t));
+        let dir = tempfile::tempdir().unwrap();
+        let (j, r) = (dir.path().join("j"), dir.path().join("r"));
+        assert_eq!(last_write(&j, &r), None);
+        std::fs::write(&r, "x").unwrap();
+        assert!(last_write(&j, &r).is_some());
     }
 
     #[test]

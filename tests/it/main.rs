@@ -21,6 +21,7 @@ mod mock;
 mod restore;
 mod restore_from;
 mod runbook;
+mod seal;
 mod snapshot;
 mod support;
 mod synapse;
