@@ -434,16 +434,7 @@ impl<A: Accounts> Worker<'_, A> {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ApiError>>,
     {
-        match self
-            .shared
-            .retrier
-            .call(AuthFailure::StopsRun, request)
-            .await
-        {
-            Ok(v) => Ok(Ok(v)),
-            Err(CallError::Row(e)) => Ok(Err(e)),
-            Err(CallError::Stopped) => Err(Stopped),
-        }
+        self.retried(AuthFailure::StopsRun, request).await
     }
 
     /// A request as the user, retried; a 401/403 fails the item, not the run
@@ -453,12 +444,20 @@ impl<A: Accounts> Worker<'_, A> {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ApiError>>,
     {
-        match self
-            .shared
-            .retrier
-            .call(AuthFailure::FailsRow, request)
-            .await
-        {
+        self.retried(AuthFailure::FailsRow, request).await
+    }
+
+    /// The item's answer, or `Stopped` when the run is stopping.
+    async fn retried<T, F, Fut>(
+        &self,
+        auth: AuthFailure,
+        request: F,
+    ) -> Result<Result<T, ApiError>, Stopped>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        match self.shared.retrier.call(auth, request).await {
             Ok(v) => Ok(Ok(v)),
             Err(CallError::Row(e)) => Ok(Err(e)),
             Err(CallError::Stopped) => Err(Stopped),
