@@ -234,8 +234,8 @@ fn interrupted_run(w: &Workdir, sealing: Option<&Key>) {
     w.write(
         "out.csv",
         format!(
-            "user_id,status,password,error,line,rooms_rejoined,rooms_failed\n\
-             @u0:example.org,reactivated,{field},,1,,\n"
+            "user_id,status,password,error,line,rooms_rejoined,rooms_failed,restored\n\
+             @u0:example.org,reactivated,{field},,1,,,\n"
         ),
     );
 }
