@@ -92,6 +92,32 @@ impl StopSignal {
     }
 }
 
+/// Ctrl-C and SIGTERM, watched by a command that stops at the first of
+/// either (`find`, `snapshot`), from before its first request.
+pub struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn watch() -> anyhow::Result<Self> {
+        use anyhow::Context;
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
+        })
+    }
+
+    /// Waits for either signal.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::stream::{Stream, StreamExt};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::backend::mas::MasClient;
 use crate::backend::synapse::ListedUser;
@@ -38,7 +37,7 @@ use crate::progress::Progress;
 use crate::report::summary::Ending;
 use crate::retry::{CallError, Retrier};
 use crate::run::preflight::{self, Mode, Needs};
-use crate::stop::{Stop, StopSignal};
+use crate::stop::{Signals, Stop, StopSignal};
 use crate::throttle::Throttle;
 use list::{Assessed, Candidate, Lister, Lists, MasList};
 use output::{FoundFile, FoundRow};
@@ -232,28 +231,6 @@ async fn first_pages(
         .await
         .map_err(|e| failed("GET /_synapse/admin/v3/users", e))?;
     Ok((mas_list, first))
-}
-
-/// Ctrl-C and SIGTERM, watched from before the first list request.
-struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl Signals {
-    fn watch() -> anyhow::Result<Self> {
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?,
-            terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-    }
 }
 
 /// Takes each user's outcome in list order until the list ends or the run

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::stream::{Stream, StreamExt};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::backend::mas::{MasAccounts, MasClient};
 use crate::backend::synapse::{SynapseAccounts, SynapseClient};
@@ -40,7 +39,7 @@ use crate::report::summary::Ending;
 use crate::retry::{CallError, Retrier};
 use crate::run::preflight::{self, Mode, Preflight};
 use crate::source::snapshot::SnapshotWriter;
-use crate::stop::{Stop, StopSignal};
+use crate::stop::{Signals, Stop, StopSignal};
 use crate::throttle::Throttle;
 use crate::user_id::UserId;
 use file::FileTask;
@@ -345,27 +344,5 @@ impl Sink<'_> {
         }
         let counts = &self.counts;
         self.progress.step(false, || counts.brief());
-    }
-}
-
-/// Ctrl-C and SIGTERM, watched from before the first list request.
-struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl Signals {
-    fn watch() -> anyhow::Result<Self> {
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?,
-            terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
     }
 }
