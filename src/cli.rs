@@ -14,6 +14,11 @@ EXAMPLES:
   Reactivate, with a new password per user, 2 users a second:
     matrix-reactivate -H https://matrix.example.org users.csv -o results.csv --rate 2
 
+  As fast as the server bears while its other users barely notice (the
+  server's answers at most twice as slow as idle, at most 8 users at once):
+    matrix-reactivate -H https://matrix.example.org users.csv -o results.csv \
+        --rate auto --concurrency 8
+
   The run was interrupted: finish it, keeping every password already set:
     matrix-reactivate -H https://matrix.example.org users.csv -o results.csv --resume
 
@@ -132,15 +137,23 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
 
-    /// Reactivations per second; decimals allowed, 0 for no limit
-    #[arg(long, default_value = "5", value_name = "PER_SECOND")]
-    pub rate: f64,
+    /// Reactivations per second (decimals allowed, 0 for no limit), or auto: as fast as the server bears
+    #[arg(long, default_value = "5", value_name = "PER_SECOND|auto")]
+    pub rate: String,
+
+    /// With --rate auto: how much slower than idle the server may answer its other users [default: 2]
+    #[arg(long, value_name = "FACTOR")]
+    pub max_slowdown: Option<f64>,
+
+    /// With --rate auto: reactivations per second at most [default: no cap]
+    #[arg(long, value_name = "PER_SECOND")]
+    pub max_rate: Option<f64>,
 
     /// Reactivations allowed at once before the rate applies
     #[arg(long, default_value = "1", value_name = "N")]
     pub burst: u32,
 
-    /// Requests in flight at most
+    /// Users in flight at most (with --rate auto, the ceiling)
     #[arg(long, default_value = "4", value_name = "N")]
     pub concurrency: usize,
 

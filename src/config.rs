@@ -14,6 +14,7 @@ use crate::backend::mas::MasCredentials;
 use crate::backend::synapse::SynapseClient;
 use crate::cli::{Cli, FindArgs, ServerArgs, SnapshotArgs};
 use crate::input::{Columns, Source};
+use crate::pace::Pacing;
 use crate::retry::Policy;
 use crate::seal::{Sealer, Sealing};
 use crate::source::SourceSpec;
@@ -70,9 +71,10 @@ pub struct Settings {
     pub output: PathBuf,
     pub resume: bool,
     pub server_name: Option<String>,
-    /// Reactivations per second; `None` for no limit.
-    pub rate: Option<f64>,
+    /// `--rate`, fixed or auto.
+    pub pacing: Pacing,
     pub burst: NonZeroU32,
+    /// Users at once; with `--rate auto`, the most.
     pub concurrency: usize,
     pub dry_run: bool,
     pub include_erased: bool,
@@ -224,7 +226,7 @@ impl Settings {
         if sealer.is_some() && cli.no_password {
             warnings.push("--encrypt-to has nothing to seal with --no-password".into());
         }
-        let rate = check_rate(cli.rate, "reactivations")?;
+        let pacing = pacing(&cli)?;
         let burst = NonZeroU32::new(cli.burst)
             .ok_or_else(|| UsageError("--burst 0: give 1 or more".into()))?;
         check_concurrency(cli.concurrency)?;
@@ -262,7 +264,7 @@ impl Settings {
             output,
             resume: cli.resume,
             server_name: cli.server_name,
-            rate,
+            pacing,
             burst,
             concurrency: cli.concurrency,
             dry_run: cli.dry_run,
@@ -364,6 +366,54 @@ fn check_server(
         verbose,
     };
     Ok((server, warnings))
+}
+
+/// The default of `--max-slowdown`.
+pub const MAX_SLOWDOWN: f64 = 2.0;
+
+/// `--rate` (a number or auto) with `--max-rate` and `--max-slowdown`.
+fn pacing(cli: &Cli) -> anyhow::Result<Pacing> {
+    if cli.rate.trim() != "auto" {
+        for (flag, given) in [
+            ("--max-rate", cli.max_rate.is_some()),
+            ("--max-slowdown", cli.max_slowdown.is_some()),
+        ] {
+            if given {
+                return usage(format!(
+                    "{flag} is for --rate auto; give --rate auto with it"
+                ));
+            }
+        }
+        let rate: f64 = cli.rate.trim().parse().map_err(|_| {
+            UsageError(format!(
+                "--rate {}: give a number of reactivations per second (0 = no limit) or auto",
+                cli.rate
+            ))
+        })?;
+        return Ok(Pacing::Fixed {
+            rate: check_rate(rate, "reactivations")?,
+        });
+    }
+    let max_rate = match cli.max_rate {
+        None => None,
+        Some(r) if r.is_finite() && r >= 0.001 => Some(r),
+        Some(r) => {
+            return usage(format!(
+                "--max-rate {r}: give reactivations per second, 0.001 or more"
+            ))
+        }
+    };
+    let max_slowdown = cli.max_slowdown.unwrap_or(MAX_SLOWDOWN);
+    if !(max_slowdown.is_finite() && (1.1..=100.0).contains(&max_slowdown)) {
+        return usage(format!(
+            "--max-slowdown {max_slowdown}: give how many times slower than idle the server \
+             may answer, from 1.1 to 100 (default {MAX_SLOWDOWN})"
+        ));
+    }
+    Ok(Pacing::Auto {
+        max_rate,
+        max_slowdown,
+    })
 }
 
 /// `--rate`: `what` per second, 0 for no limit (`None`).
@@ -682,9 +732,66 @@ mod tests {
         let s = settings(&["-H", "https://m.example.org", "--max-outage", "0.5"]).unwrap();
         assert_eq!(s.server.retry.max_outage, Some(Duration::from_millis(500)));
         let s = settings(&["-H", "https://m.example.org", "--rate", "0"]).unwrap();
-        assert_eq!(s.rate, None);
+        assert_eq!(s.pacing, Pacing::Fixed { rate: None });
         let s = settings(&["-H", "https://m.example.org", "--rate", "0.5"]).unwrap();
-        assert_eq!(s.rate, Some(0.5));
+        assert_eq!(s.pacing, Pacing::Fixed { rate: Some(0.5) });
+    }
+
+    #[test]
+    fn rate_auto_and_its_flags() {
+        let h = ["-H", "https://m.example.org"];
+        let with = |extra: &[&str]| {
+            let mut v = h.to_vec();
+            v.extend_from_slice(extra);
+            v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        };
+        let auto = |extra: &[&str]| {
+            let v = with(extra);
+            settings(&v.iter().map(String::as_str).collect::<Vec<_>>()).map(|s| s.pacing)
+        };
+        let text = |extra: &[&str]| {
+            let v = with(extra);
+            usage_text(&v.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            auto(&["--rate", "auto"]).unwrap(),
+            Pacing::Auto {
+                max_rate: None,
+                max_slowdown: MAX_SLOWDOWN
+            }
+        );
+        assert_eq!(
+            auto(&[
+                "--rate",
+                "auto",
+                "--max-rate",
+                "30",
+                "--max-slowdown",
+                "1.5"
+            ])
+            .unwrap(),
+            Pacing::Auto {
+                max_rate: Some(30.0),
+                max_slowdown: 1.5
+            }
+        );
+        let t = text(&["--rate", "fast"]);
+        assert!(
+            t.starts_with("--rate fast:") && t.contains("or auto"),
+            "{t}"
+        );
+        let t = text(&["--max-rate", "3"]);
+        assert!(t.starts_with("--max-rate is for --rate auto"), "{t}");
+        let t = text(&["--rate", "2", "--max-slowdown", "3"]);
+        assert!(t.starts_with("--max-slowdown is for --rate auto"), "{t}");
+        for bad in ["1", "0.5", "NaN", "1000"] {
+            let t = text(&["--rate", "auto", "--max-slowdown", bad]);
+            assert!(t.starts_with("--max-slowdown"), "{bad}: {t}");
+        }
+        for bad in ["0", "-1", "inf"] {
+            let t = text(&["--rate", "auto", "--max-rate", bad]);
+            assert!(t.starts_with("--max-rate"), "{bad}: {t}");
+        }
     }
 
     #[test]

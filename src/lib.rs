@@ -6,6 +6,8 @@
 //! - `snapshot`: the before-image of users, read from the server into a file;
 //! - `pipeline`: what happens to each user (`decide` plans, the rest executes);
 //! - `backend`: the account operations, on Synapse (and beside it, MAS);
+//! - `pace`: how fast the run goes, fixed or `--rate auto` (a controller fed
+//!   by a probe and by what the requests meet, setting the throttle);
 //! - `retry`, `throttle`, `stop`: the policy every request goes through;
 //! - `http`: one JSON request, typed errors;
 //! - `report`, `journal`, `fsio`, `progress`, `input`, `user_id`, `user_set`,
@@ -25,6 +27,7 @@ pub mod generate;
 pub mod http;
 pub mod input;
 pub mod journal;
+pub mod pace;
 pub mod password;
 pub mod pipeline;
 pub mod progress;

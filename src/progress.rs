@@ -35,6 +35,8 @@ pub struct Progress {
     skipped: u64,
     /// How long the server has been unreachable, at the last tick.
     outage: Option<Duration>,
+    /// With `--rate auto`: the pace and why, at the last tick.
+    pace: Option<String>,
 }
 
 impl Progress {
@@ -78,6 +80,7 @@ impl Progress {
             done: 0,
             skipped: 0,
             outage: None,
+            pace: None,
         }
     }
 
@@ -96,7 +99,7 @@ impl Progress {
             Mode::Silent | Mode::Hidden => {}
             Mode::Bar(bar) => {
                 bar.set_position(self.done);
-                bar.set_message(message(&brief(), self.outage));
+                bar.set_message(message(self.pace.as_deref(), &brief(), self.outage));
             }
             Mode::Plain { last } => {
                 if last.elapsed() >= PLAIN_INTERVAL {
@@ -127,7 +130,7 @@ impl Progress {
         }
         self.outage = outage;
         match &mut self.mode {
-            Mode::Bar(bar) => bar.set_message(message(&brief(), outage)),
+            Mode::Bar(bar) => bar.set_message(message(self.pace.as_deref(), &brief(), outage)),
             Mode::Plain { last } if last.elapsed() >= PLAIN_INTERVAL => {
                 *last = Instant::now();
                 self.print_line(&brief());
@@ -159,7 +162,10 @@ impl Progress {
                 line.push_str(&format!(" · ETA {}", eta((t - self.done) as f64 / rate)));
             }
         }
-        line.push_str(&format!(" · {}", message(brief, self.outage)));
+        line.push_str(&format!(
+            " · {}",
+            message(self.pace.as_deref(), brief, self.outage)
+        ));
         line
     }
 
@@ -179,14 +185,27 @@ impl Progress {
     }
 }
 
-/// The counts' brief, led by the outage while there is one.
-fn message(brief: &str, outage: Option<Duration>) -> String {
+impl Progress {
+    /// The pace (`--rate auto`) the next lines show: "auto 7.8/s, 3 at once
+    /// · server 1.6× idle".
+    pub fn set_pace(&mut self, pace: Option<String>) {
+        self.pace = pace;
+    }
+}
+
+/// The counts' brief, led by the outage while there is one, and by the pace
+/// with `--rate auto`.
+fn message(pace: Option<&str>, brief: &str, outage: Option<Duration>) -> String {
+    let brief = match pace {
+        Some(pace) => format!("{pace} · {brief}"),
+        None => brief.to_owned(),
+    };
     match outage {
         Some(d) => format!(
             "server unreachable for {} s, waiting · {brief}",
             d.as_secs()
         ),
-        None => brief.to_owned(),
+        None => brief,
     }
 }
 

@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::http::ApiError;
+use crate::pace::{Meter, Seen};
 use crate::stop::StopSignal;
 
 #[derive(Clone, Debug)]
@@ -98,6 +99,8 @@ pub struct Retrier {
     /// down while the rest answers), and spends its own attempts.
     outages_ended: AtomicU64,
     stop: Arc<StopSignal>,
+    /// Tells `--rate auto` of every 429, 5xx and unanswered try.
+    meter: Meter,
 }
 
 /// What one request has been through so far.
@@ -131,7 +134,19 @@ impl Retrier {
             outage_since: AtomicU64::new(0),
             outages_ended: AtomicU64::new(0),
             stop,
+            meter: Meter::default(),
         }
+    }
+
+    /// Tells `meter` of every 429, 5xx and unanswered try (`--rate auto`).
+    pub fn metered(mut self, meter: Meter) -> Self {
+        self.meter = meter;
+        self
+    }
+
+    /// Where the run's requests report what they met, for `--rate auto`.
+    pub fn meter(&self) -> &Meter {
+        &self.meter
     }
 
     /// The run's stop signal, which this retrier raises on a fatal failure.
@@ -232,6 +247,14 @@ impl Retrier {
     /// Decides what follows a failed try.
     fn after(&self, auth: AuthFailure, err: ApiError, tries: &mut Tries) -> Next {
         let class = classify(&err);
+        match class {
+            Class::Unreachable => self.meter.seen(Seen::Failing),
+            Class::RateLimited(_) => self.meter.seen(Seen::Throttled),
+            Class::Transient if err.status().is_some_and(|s| s >= 500) => {
+                self.meter.seen(Seen::Failing)
+            }
+            _ => {}
+        }
         if !matches!(class, Class::Unreachable) {
             self.answered();
         }

@@ -1,4 +1,7 @@
 //! Paces the reactivations: at most `rate` a second, `burst` at once after idle.
+//! With `--rate auto` the pacer sets a new rate as the run goes
+//! ([`Throttle::set_rate`]): governor's quota is fixed, so the limiter is
+//! replaced whole, behind a lock taken only for a check (never across a wait).
 //!
 //! The pacing is the `governor` crate's GCRA, one limiter shared by all
 //! workers: a [`Quota`] of one cell per `1 / rate` (fractional rates work:
@@ -28,6 +31,8 @@
 use std::cell::Cell;
 use std::num::NonZeroU32;
 use std::ops::Add;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, Reference};
@@ -37,15 +42,26 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<At>>;
+
 pub struct Throttle {
-    limiter: RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<At>>,
+    /// `None`: no limit (`--rate auto` before it sets one). Replaced whole
+    /// when `--rate auto` sets a new rate: governor's quota is fixed.
+    limit: RwLock<Option<Limit>>,
+    burst: NonZeroU32,
+    /// Cells admitted so far, for `--rate auto` to measure the pace.
+    granted: AtomicU64,
+}
+
+struct Limit {
+    limiter: Limiter,
     /// The most lateness a wake-up is credited with: half a period.
     credit: Duration,
 }
 
-impl Throttle {
-    /// `None` for no limit (`--rate 0`).
-    pub fn new(rate: Option<f64>, burst: NonZeroU32) -> Option<Self> {
+impl Limit {
+    /// `None` for no limit.
+    fn new(rate: Option<f64>, burst: NonZeroU32) -> Option<Limit> {
         // governor has no zero period; a nanosecond is no limit in practice.
         let period = Duration::from_secs_f64(1.0 / rate?).max(Duration::from_nanos(1));
         // governor keeps (burst - 1) periods in a u64 of nanoseconds, which
@@ -54,10 +70,45 @@ impl Throttle {
         let most = (u64::MAX / 4 / period.as_nanos() as u64).clamp(1, u32::MAX.into()) as u32;
         let burst = burst.min(NonZeroU32::new(most).unwrap_or(NonZeroU32::MIN));
         let quota = Quota::with_period(period)?.allow_burst(burst);
-        Some(Throttle {
+        Some(Limit {
             limiter: RateLimiter::direct_with_clock(quota, TokioClock),
             credit: period / 2,
         })
+    }
+}
+
+impl Throttle {
+    /// `None` for no limit (`--rate 0`).
+    pub fn new(rate: Option<f64>, burst: NonZeroU32) -> Option<Self> {
+        let limit = Limit::new(rate, burst)?;
+        Some(Throttle {
+            limit: RwLock::new(Some(limit)),
+            burst,
+            granted: AtomicU64::new(0),
+        })
+    }
+
+    /// A throttle whose rate is set as the run goes (`--rate auto`); `None`
+    /// admits everyone until a rate is set.
+    pub fn adjustable(rate: Option<f64>, burst: NonZeroU32) -> Self {
+        Throttle {
+            limit: RwLock::new(Limit::new(rate, burst)),
+            burst,
+            granted: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets a new rate (`None`: no limit). The new limiter starts with its
+    /// burst available; a caller waiting on the old one checks the new one
+    /// when it wakes.
+    pub fn set_rate(&self, rate: Option<f64>) {
+        let limit = Limit::new(rate, self.burst);
+        *self.limit.write().unwrap_or_else(PoisonError::into_inner) = limit;
+    }
+
+    /// Cells admitted so far.
+    pub fn granted(&self) -> u64 {
+        self.granted.load(Ordering::Relaxed)
     }
 
     /// Waits until the limiter admits this request. Cancelling it while it
@@ -65,23 +116,36 @@ impl Throttle {
     pub async fn acquire(&self) {
         let mut due: Option<Instant> = None;
         loop {
-            let now = Instant::now();
-            // A wake-up is checked as of its slot, so its lateness does not
-            // move the next one; but never credited more than half a period.
-            let as_of = match due {
-                None => now,
-                Some(due) => due
-                    .max(now.checked_sub(self.credit).unwrap_or(now))
-                    .min(now),
-            };
-            match TokioClock::reading(as_of, || self.limiter.check()) {
-                Ok(()) => return,
-                Err(refused) => {
-                    let At(at) = refused.earliest_possible();
+            match self.check(due) {
+                None => {
+                    self.granted.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Some(at) => {
                     tokio::time::sleep_until(at).await;
                     due = Some(at);
                 }
             }
+        }
+    }
+
+    /// One check: `None` if admitted, else when to check again. `due`: the
+    /// slot the caller slept until, if it did.
+    fn check(&self, due: Option<Instant>) -> Option<Instant> {
+        let limit = self.limit.read().unwrap_or_else(PoisonError::into_inner);
+        let limit = limit.as_ref()?;
+        let now = Instant::now();
+        // A wake-up is checked as of its slot, so its lateness does not
+        // move the next one; but never credited more than half a period.
+        let as_of = match due {
+            None => now,
+            Some(due) => due
+                .max(now.checked_sub(limit.credit).unwrap_or(now))
+                .min(now),
+        };
+        match TokioClock::reading(as_of, || limit.limiter.check()) {
+            Ok(()) => None,
+            Err(refused) => Some(refused.earliest_possible().0),
         }
     }
 }
@@ -159,6 +223,25 @@ mod tests {
             times.push(start.elapsed());
         }
         times
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_set_while_running_applies_from_the_next_slot() {
+        let t = Throttle::adjustable(None, NonZeroU32::MIN);
+        assert_eq!(admitted(&t, Instant::now(), 3).await, [ms(0); 3]);
+        t.set_rate(Some(10.0));
+        let start = Instant::now();
+        assert_eq!(admitted(&t, start, 3).await, [ms(0), ms(100), ms(200)]);
+        // A caller waiting for the old limiter's slot checks the new one.
+        let mut waiting = Box::pin(t.acquire());
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        t.set_rate(Some(2.0));
+        tokio::time::advance(ms(100)).await;
+        waiting.await;
+        assert_eq!(admitted(&t, start, 1).await, [ms(800)]);
+        t.set_rate(None);
+        assert_eq!(admitted(&t, start, 2).await, [ms(800); 2]);
+        assert_eq!(t.granted(), 10);
     }
 
     #[test]

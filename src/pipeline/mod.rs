@@ -31,6 +31,7 @@ use crate::config::Passwords;
 use crate::http::ApiError;
 use crate::input::{InputRow, Restore};
 use crate::journal::Journal;
+use crate::pace::Seen;
 use crate::report::{format_restored, ResultRow, Status, NOT_IN_SOURCE};
 use crate::retry::{auth_message, CallError, Retrier};
 use crate::seal::Sealer;
@@ -235,6 +236,7 @@ impl<A: Accounts> Worker<'_, A> {
         if !self.pace().await {
             return Done::Abandoned;
         }
+        let sent = tokio::time::Instant::now();
         let outcome = self
             .shared
             .accounts
@@ -245,6 +247,11 @@ impl<A: Accounts> Worker<'_, A> {
                 unlock,
             )
             .await;
+        if outcome.is_ok() {
+            // How long the server took: `--rate auto` watches it grow.
+            let meter = self.shared.retrier.meter();
+            meter.seen(Seen::Work(sent.elapsed()));
+        }
         // The request has its answer: the clear password is wiped here, and
         // only the form the journal holds goes on into the row.
         let password = password.map(Outgoing::into_recorded);

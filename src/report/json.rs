@@ -16,8 +16,10 @@ pub const FORMAT: u32 = 1;
 pub struct RunFacts<'a> {
     /// The homeserver's base URL.
     pub homeserver: &'a str,
-    /// Which service holds the accounts: "synapse" (a MAS mode comes later).
+    /// Which service holds the accounts: "synapse" or "mas".
     pub mode: &'a str,
+    /// The pace the run held (`pace::PaceReport::json`, or the fixed one).
+    pub pace: Value,
 }
 
 /// The summary of a run as a JSON object.
@@ -63,6 +65,7 @@ pub fn summary_json(s: &SummaryInput, run: &RunFacts) -> Value {
         "duplicates": c.duplicates,
         "resumed": c.resumed,
         "needs_attention": c.needs_attention(),
+        "pace": run.pace,
         "stopped": stopped,
     })
 }
@@ -92,6 +95,7 @@ mod tests {
     const RUN: RunFacts = RunFacts {
         homeserver: "https://matrix.example.org",
         mode: "synapse",
+        pace: Value::Null,
     };
 
     #[test]

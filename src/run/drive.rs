@@ -1,6 +1,7 @@
 //! The run's loop: feed users from the input to the workers, collect their
 //! outcomes into the sink, and stop cleanly on Ctrl-C, SIGTERM or a fatal
-//! error. At most `--concurrency` users are in flight; the input is read on a
+//! error. At most as many users are in flight as the pacer allows (the fixed
+//! `--concurrency`, or what `--rate auto` holds now); the input is read on a
 //! thread of its own, a bounded channel ahead.
 
 use std::time::Duration;
@@ -14,6 +15,7 @@ use super::resume::Earlier;
 use super::sink::Sink;
 use crate::backend::Accounts;
 use crate::input::{Input, InputRow};
+use crate::pace::Pacer;
 use crate::pipeline::Worker;
 use crate::stop::{Stop, StopSignal};
 use crate::user_set::SEEN;
@@ -78,7 +80,7 @@ pub async fn drive<A: Accounts>(
     sink: &mut Sink<'_>,
     mut feed: mpsc::Receiver<Feed>,
     stop: &StopSignal,
-    concurrency: usize,
+    pacer: &mut Pacer<'_>,
 ) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
@@ -91,6 +93,7 @@ pub async fn drive<A: Accounts>(
         if (input_done || stopping) && in_flight.is_empty() {
             return Ok(());
         }
+        let room = in_flight.len() < pacer.at_once();
         tokio::select! {
             biased;
             _ = sigint.recv() => {
@@ -107,17 +110,28 @@ pub async fn drive<A: Accounts>(
                 stop.halt(Stop::Interrupted);
             }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => sink.done(done),
-            item = feed.recv(), if !input_done && !stopping && in_flight.len() < concurrency => {
+            item = feed.recv(), if !input_done && !stopping && room => {
                 match item {
                     None => input_done = true,
-                    Some(Feed::User(row)) => in_flight.push(worker.process(row)),
+                    Some(Feed::User(row)) => {
+                        in_flight.push(worker.process(row));
+                        if in_flight.len() >= pacer.at_once() {
+                            pacer.full();
+                        }
+                    }
                     Some(Feed::Duplicate) => sink.duplicate(),
                     Some(Feed::Earlier) => sink.progress.advance(&sink.counts, true),
                     Some(Feed::Broken(e)) => stop.stop_run(format!("{e:#}")),
                 }
             }
             _ = stop.stopped(), if !stopping => {}
+            line = pacer.next() => {
+                if let Some(line) = line {
+                    sink.progress.println(&line);
+                }
+            }
             _ = ticker.tick() => {
+                sink.progress.set_pace(pacer.brief());
                 sink.progress.tick(&sink.counts, worker.shared.retrier.outage());
             }
         }

@@ -21,6 +21,9 @@ use crate::config::{Passwords, Settings};
 use crate::fsio;
 use crate::input::{self, Input};
 use crate::journal::{self, Journal};
+use crate::pace;
+use crate::pace::probe::Probe;
+use crate::pace::{Controller, Limits, Meter, PaceReport, Pacer, Pacing, Seen};
 use crate::pipeline::{Caches, Options, Shared, Worker};
 use crate::progress::Progress;
 use crate::report::json::{summary_json, RunFacts};
@@ -61,6 +64,13 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
         }
     };
     say(&settings, &preflight.describe(&settings.server.homeserver));
+    let (meter, auto) = match start_auto(&settings).await {
+        Ok(started) => started,
+        Err(e) => {
+            opened.discard();
+            return Err(e);
+        }
+    };
     let source = match &settings.restore_from {
         None => None,
         Some(spec) => match open_source(spec, &preflight.server_name).await {
@@ -82,8 +92,9 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
     };
     let resumed = resume(&settings, opened, &preflight.server_name)?;
     let stop = Arc::new(StopSignal::new());
-    let retrier = Arc::new(Retrier::new(settings.server.retry.clone(), stop.clone()));
-    let (ending, results, counts) = match &preflight.mode {
+    let retrier =
+        Arc::new(Retrier::new(settings.server.retry.clone(), stop.clone()).metered(meter));
+    let (ending, results, counts, pace) = match &preflight.mode {
         Mode::Synapse => {
             let accounts = SynapseAccounts::new(client.clone(), retrier.clone());
             let run = Drive {
@@ -92,6 +103,7 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
                 preflight: &preflight,
                 retrier: &retrier,
                 source,
+                auto,
             };
             run.users(resumed, &accounts).await?
         }
@@ -103,20 +115,85 @@ pub async fn run(settings: Settings, resume_command: &str) -> anyhow::Result<i32
                 preflight: &preflight,
                 retrier: &retrier,
                 source,
+                auto,
             };
             run.users(resumed, &accounts).await?
         }
     };
     let mas = matches!(preflight.mode, Mode::Mas(_));
-    finish(
-        &settings,
+    let run = Ran {
         ending,
-        results,
         counts,
         started,
-        resume_command,
         mas,
-    )
+        pace,
+    };
+    finish(&settings, run, results, resume_command)
+}
+
+/// With `--rate auto`: the meter the run's requests report to, and the
+/// probe with its idle answer time, measured now, before any user is
+/// touched. A fixed pace gets a meter that sends nothing.
+async fn start_auto(settings: &Settings) -> anyhow::Result<(Meter, Option<AutoStart>)> {
+    let Pacing::Auto {
+        max_rate,
+        max_slowdown,
+    } = settings.pacing
+    else {
+        return Ok((Meter::default(), None));
+    };
+    // A client of its own: the probe stands for other users, not in the
+    // run's queue; never in the --verbose lines.
+    let probe = Probe::new(settings.server.client(1)?.verbose(false).http().clone());
+    let idle = probe.idle().await?;
+    let limits = Limits {
+        ceiling: settings.concurrency,
+        max_rate,
+        max_slowdown,
+    };
+    let budget = Controller::new(limits.clone(), idle).budget();
+    say(
+        settings,
+        &format!(
+            "Pace: auto, up to {} at once{}; the server answers in {:.1} ms idle, and the run \
+             keeps it under {:.1} ms (--max-slowdown {max_slowdown})",
+            settings.concurrency,
+            max_rate.map_or(String::new(), |r| format!(" and {r}/s")),
+            ms(idle),
+            ms(budget),
+        ),
+    );
+    let (meter, seen) = Meter::channel();
+    Ok((
+        meter,
+        Some(AutoStart {
+            limits,
+            probe,
+            idle,
+            seen,
+        }),
+    ))
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// What `--rate auto` starts from.
+struct AutoStart {
+    limits: Limits,
+    probe: Probe,
+    idle: std::time::Duration,
+    seen: tokio::sync::mpsc::UnboundedReceiver<Seen>,
+}
+
+/// How the users' part of a run went.
+struct Ran {
+    ending: Ending,
+    counts: Counts,
+    started: Instant,
+    mas: bool,
+    pace: Option<PaceReport>,
 }
 
 fn say(settings: &Settings, msg: &str) {
@@ -288,6 +365,7 @@ struct Drive<'a> {
     preflight: &'a Preflight,
     retrier: &'a Retrier,
     source: Option<Arc<dyn Source>>,
+    auto: Option<AutoStart>,
 }
 
 impl Drive<'_> {
@@ -296,13 +374,14 @@ impl Drive<'_> {
         self,
         resumed: Resumed,
         accounts: &A,
-    ) -> anyhow::Result<(Ending, Results, Counts)> {
+    ) -> anyhow::Result<(Ending, Results, Counts, Option<PaceReport>)> {
         let Drive {
             settings,
             client,
             preflight,
             retrier,
             source,
+            auto,
         } = self;
         let Resumed {
             input,
@@ -323,7 +402,10 @@ impl Drive<'_> {
             Some(Journal::open(&journal_path, &settings.sealing())?)
         };
         let stop = retrier.stop_signal();
-        let throttle = Throttle::new(settings.rate, settings.burst);
+        let throttle = match &auto {
+            None => Throttle::new(settings.pacing.fixed_rate(), settings.burst),
+            Some(a) => Some(Throttle::adjustable(a.limits.max_rate, settings.burst)),
+        };
         let options = Options {
             server_name: preflight.server_name.clone(),
             admin: preflight.admin.clone(),
@@ -358,7 +440,15 @@ impl Drive<'_> {
             total,
         );
         let mut sink = Sink::new(results, counts, progress, stop, &journal_path);
-        drive::drive(&worker, &mut sink, feed, stop, settings.concurrency).await?;
+        let mut pacer = match (auto, throttle.as_ref()) {
+            (Some(a), Some(throttle)) => {
+                let verbose = settings.server.verbose;
+                Pacer::auto(a.limits, a.probe, a.idle, throttle, a.seen, verbose)
+            }
+            _ => Pacer::fixed(settings.concurrency),
+        };
+        drive::drive(&worker, &mut sink, feed, stop, &mut pacer).await?;
+        let pace = pacer.report();
         let _ = reader.join();
         if let Some(j) = journal {
             j.close();
@@ -374,7 +464,7 @@ impl Drive<'_> {
             sink.flush_unreached();
         }
         sink.progress.finish();
-        Ok((ending, sink.results, sink.counts))
+        Ok((ending, sink.results, sink.counts, pace))
     }
 }
 
@@ -382,13 +472,17 @@ impl Drive<'_> {
 /// summary (and writes it as JSON if asked) and returns the exit code.
 fn finish(
     settings: &Settings,
-    ending: Ending,
+    run: Ran,
     mut results: Results,
-    counts: Counts,
-    started: Instant,
     resume_command: &str,
-    mas: bool,
 ) -> anyhow::Result<i32> {
+    let Ran {
+        ending,
+        counts,
+        started,
+        mas,
+        pace,
+    } = run;
     results
         .sync()
         .with_context(|| format!("cannot save the results file {}", settings.output.display()))?;
@@ -410,6 +504,9 @@ fn finish(
     };
     if !settings.quiet {
         eprint!("{}", summary::summary(&input));
+        if let Some(pace) = &pace {
+            eprintln!("  {}", pace.summary_line());
+        }
         if let Some(sealer) = settings.sealer.as_ref().filter(|_| !settings.dry_run) {
             eprintln!(
                 "  The passwords are sealed with age to {} recipient(s): the help desk opens \
@@ -427,6 +524,10 @@ fn finish(
             homeserver: &settings.server.homeserver,
             // Who held the accounts' logins.
             mode: if mas { "mas" } else { "synapse" },
+            pace: match &pace {
+                Some(report) => report.json(),
+                None => pace::fixed_json(&settings.pacing, settings.concurrency),
+            },
         };
         let json = format!("{:#}\n", summary_json(&input, &facts));
         if let Err(e) = fsio::write_atomically(path, json.as_bytes()) {

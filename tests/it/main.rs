@@ -18,6 +18,7 @@ mod interrupt;
 mod mas;
 mod mas_double;
 mod mock;
+mod pace;
 mod restore;
 mod restore_from;
 mod runbook;
