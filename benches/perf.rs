@@ -1,13 +1,16 @@
 //! Performance benchmark: throughput, pacing, memory, a real Synapse, start-up,
 //! `find` over 100,000 deactivated users, `snapshot` of 10,000 users,
 //! `--restore-from` against a real Synapse (50 users; one user with a key
-//! backup of 100,000 sessions), and the cost of sealing passwords
-//! (`--encrypt-to`) on the mock and on the real Synapse.
+//! backup of 100,000 sessions), the cost of sealing passwords
+//! (`--encrypt-to`) on the mock and on the real Synapse, and `--rate auto`
+//! on both real Synapses while a separate client probes the server (`auto`).
 //!
-//! Run with `scripts/bench.sh` (which also starts a Synapse with
-//! `bcrypt_rounds: 12` for the real-server figure, and one with
-//! `bcrypt_rounds: 4` for the restore figures), or `cargo bench --bench perf`
-//! for the mock-server figures alone. Prints a Markdown table of medians.
+//! Run with `scripts/bench.sh [FIGURE]` (which also starts a Synapse with
+//! `bcrypt_rounds: 12` for the real-server figures, and one with
+//! `bcrypt_rounds: 4` for the restore figures and `auto`), or `cargo bench
+//! --bench perf` for the mock-server figures alone. FIGURE is one of startup,
+//! throughput, pacing, memory, synapse, find, snapshot_many, restore,
+//! restore_big, seal, seal-synapse, auto. Prints a Markdown table of medians.
 //!
 //! The tool runs as a real process (the release binary) against a small hyper
 //! server in this process that answers at once; CPU time and peak RSS come from
@@ -18,7 +21,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1104,6 +1107,386 @@ mod admin {
     }
 }
 
+// ---------------------------------------------------------------- --rate auto (real Synapse)
+
+/// How often the separate client asks the server for its versions.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// Probes with no tool running, for the idle median.
+const IDLE_PROBES: usize = 30;
+/// Users per run of the `auto` figure, on each server.
+const AUTO_USERS: usize = 200;
+/// The fixed concurrencies the sweep tries with `--rate 0`.
+const SWEEP: std::ops::RangeInclusive<usize> = 1..=8;
+
+/// Another client of the server: `GET /_matrix/client/versions` every
+/// 100 ms on a new connection, timed from connecting to the end of the
+/// answer. A failed or timed-out probe counts with the time it took.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<f64>, usize)>,
+}
+
+impl Probe {
+    /// Starts probing `url` (`http://HOST:PORT`) on a thread of its own.
+    fn start(url: &str) -> Self {
+        let authority = probe_authority(url);
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread =
+            std::thread::spawn(move || probe_loop(&authority, |_| s.load(Ordering::SeqCst)));
+        Probe { stop, thread }
+    }
+
+    /// Stops probing; the answer times (ms) and how many probes failed.
+    fn finish(self) -> (Vec<f64>, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the probe thread")
+    }
+}
+
+/// `HOST:PORT` of a plain-HTTP server URL.
+fn probe_authority(url: &str) -> String {
+    let rest = url
+        .strip_prefix("http://")
+        .expect("the probe speaks plain HTTP: an http:// server URL");
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+/// Probes every `PROBE_EVERY` until `done(probes so far)`: the answer
+/// times (ms) and how many probes failed.
+fn probe_loop(authority: &str, done: impl Fn(usize) -> bool) -> (Vec<f64>, usize) {
+    let (mut times, mut failed) = (vec![], 0);
+    let mut next = Instant::now();
+    while !done(times.len()) {
+        let started = Instant::now();
+        if let Err(e) = probe_once(authority) {
+            if failed == 0 {
+                eprintln!("  probe: {e}");
+            }
+            failed += 1;
+        }
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        next += PROBE_EVERY;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            // Behind (a slow answer): the next probe now, then every 100 ms again.
+            next = now;
+        }
+    }
+    (times, failed)
+}
+
+/// One `GET /_matrix/client/versions`, read to the end of the answer.
+fn probe_once(authority: &str) -> Result<(), String> {
+    use std::io::Read;
+    let timeout = Some(Duration::from_secs(30));
+    let mut s = std::net::TcpStream::connect(authority).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
+    s.set_write_timeout(timeout).map_err(|e| e.to_string())?;
+    let _ = s.set_nodelay(true);
+    write!(
+        s,
+        "GET /_matrix/client/versions HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut answer = vec![];
+    s.read_to_end(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    let status = answer.split(|&b| b == b'\r').next().unwrap_or_default();
+    if status.starts_with(b"HTTP/1.1 200") || status.starts_with(b"HTTP/1.0 200") {
+        Ok(())
+    } else {
+        Err(format!("answer: {}", String::from_utf8_lossy(status)))
+    }
+}
+
+/// The median answer time (ms) of `IDLE_PROBES` probes with no tool running.
+fn idle_probe(url: &str) -> f64 {
+    let (times, failed) = probe_loop(&probe_authority(url), |n| n >= IDLE_PROBES);
+    assert_eq!(failed, 0, "the idle probes of {url} failed");
+    median(times)
+}
+
+/// "Within 2× idle": below a few milliseconds twice idle is noise, so the
+/// bound is max(2 × idle, idle + 5 ms).
+fn probe_bound(idle_ms: f64) -> f64 {
+    (2.0 * idle_ms).max(idle_ms + 5.0)
+}
+
+/// One run of the tool with the separate client probing the server.
+struct Probed {
+    wall: f64,
+    probe_ms: f64,
+    probes: usize,
+    failed: usize,
+}
+
+/// Runs the tool on the users of `dir/in.csv` with `args` under the probe
+/// and checks that it succeeded.
+fn run_probed(dir: &Path, url: &str, token: &str, args: &[&str]) -> Probed {
+    let probe = Probe::start(url);
+    let r = run_tool(dir, url, args, token, None);
+    let (times, failed) = probe.finish();
+    assert_eq!(
+        r.code,
+        0,
+        "matrix-reactivate {} failed (exit code {})",
+        args.join(" "),
+        r.code
+    );
+    Probed {
+        wall: r.wall.as_secs_f64(),
+        probes: times.len(),
+        probe_ms: median(times),
+        failed,
+    }
+}
+
+fn deactivate_all(client: &admin::Admin, ids: &[String]) {
+    for id in ids {
+        client.deactivate(id);
+    }
+}
+
+/// A real Synapse of the `auto` figure, and its admin client.
+struct AutoServer {
+    url: String,
+    token: String,
+    /// How the notes on stderr name it.
+    label: &'static str,
+    client: admin::Admin,
+}
+
+impl AutoServer {
+    fn new(url: &str, token: &str, label: &'static str) -> Self {
+        AutoServer {
+            url: url.into(),
+            token: token.into(),
+            label,
+            client: admin::Admin::new(url, token),
+        }
+    }
+
+    /// Runs the tool with `args` under the probe, with a note on stderr.
+    fn run(&self, dir: &Path, args: &[&str], what: &str) -> Probed {
+        let r = run_probed(dir, &self.url, &self.token, args);
+        eprintln!(
+            "  {}, {what}: {:.1} s, probe median {:.1} ms ({} probes{})",
+            self.label,
+            r.wall,
+            r.probe_ms,
+            r.probes,
+            failed_note(r.failed)
+        );
+        r
+    }
+
+    /// Runs `--rate auto` (with `args` after it) `repeats` times, each after
+    /// deactivating `ids`, and shows the `"pace"` object of each run's
+    /// `--summary-json` if it has one.
+    fn auto_runs(&self, dir: &Path, ids: &[String], args: &[&str], repeats: usize) -> Vec<Probed> {
+        let summary = dir.join("summary.json");
+        let mut all = vec!["--rate", "auto"];
+        all.extend_from_slice(args);
+        let what = all.join(" ");
+        all.extend(["--summary-json", "summary.json"]);
+        let mut runs = vec![];
+        for _ in 0..repeats {
+            deactivate_all(&self.client, ids);
+            let _ = std::fs::remove_file(&summary);
+            runs.push(self.run(dir, &all, &what));
+            let pace = std::fs::read_to_string(&summary)
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v.get("pace").cloned());
+            if let Some(pace) = pace {
+                eprintln!("    pace: {pace}");
+            }
+        }
+        runs
+    }
+}
+
+fn failed_note(failed: usize) -> String {
+    if failed == 0 {
+        String::new()
+    } else {
+        format!(", {failed} failed")
+    }
+}
+
+/// How many times the `auto` figure repeats its `--rate auto` runs: once,
+/// or `BENCH_ROUNDS` when set (the sweep and the default run are done once).
+fn auto_repeats() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// `--rate auto` against the two real Synapses of `scripts/bench.sh`, with
+/// a separate client probing the server during each run.
+///
+/// 1. `bcrypt_rounds: 12` (`SYNAPSE_*`): 200 users with `--rate 0
+///    --concurrency N` for N = 1…8, then with `--rate auto --concurrency 8`.
+///    Auto must finish within 1.15 × the fastest fixed run among those that
+///    kept the probe's median within max(2 × idle, idle + 5 ms), and keep
+///    its own probe median within that bound.
+/// 2. `bcrypt_rounds: 4` (`RESTORE_SYNAPSE_*`): 200 users at the default pace
+///    (`--rate 5`), then with `--rate auto`: at least 5 × faster.
+fn auto(t: &mut Table, dir: &Path) {
+    let repeats = auto_repeats();
+    if let Some((url, token, server, _)) = real_synapse() {
+        let small = AutoServer::new(&url, &token, "bcrypt_rounds 12");
+        auto_small_server(t, dir, &small, &server, repeats);
+    }
+    let var = |k: &str| std::env::var(format!("RESTORE_SYNAPSE_{k}")).ok();
+    match (var("URL"), var("ADMIN_TOKEN")) {
+        (Some(url), Some(token)) => {
+            let fast = AutoServer::new(&url, &token, "bcrypt_rounds 4");
+            let server = var("SERVER_NAME").unwrap_or_else(|| "localhost".into());
+            auto_fast_server(t, dir, &fast, &server, repeats);
+        }
+        _ => eprintln!(
+            "no RESTORE_SYNAPSE_URL: skipping --rate auto on bcrypt_rounds 4 (run scripts/bench.sh auto)"
+        ),
+    }
+}
+
+/// The median wall time and probe median of `runs`, and a note listing
+/// each run when there are several.
+fn auto_medians(runs: &[Probed]) -> (f64, f64, String) {
+    let walls: Vec<f64> = runs.iter().map(|r| r.wall).collect();
+    let probes: Vec<f64> = runs.iter().map(|r| r.probe_ms).collect();
+    let note = if runs.len() > 1 {
+        format!(
+            " (runs: {} s; probe {} ms)",
+            fmt_list(&walls, 1),
+            fmt_list(&probes, 1)
+        )
+    } else {
+        String::new()
+    };
+    (median(walls), median(probes), note)
+}
+
+/// Part 1 of `auto`: the sweep of fixed concurrencies and `--rate auto` on
+/// the `bcrypt_rounds: 12` server.
+fn auto_small_server(t: &mut Table, dir: &Path, s: &AutoServer, server: &str, repeats: usize) {
+    let n = AUTO_USERS;
+    let ids = real_users(&s.client, dir, server, n, "auto");
+    let idle = idle_probe(&s.url);
+    let bound = probe_bound(idle);
+    eprintln!(
+        "  {}: idle probe median {idle:.1} ms, bound {bound:.1} ms",
+        s.label
+    );
+
+    let mut sweep = vec![];
+    for c in SWEEP {
+        if !sweep.is_empty() {
+            deactivate_all(&s.client, &ids);
+        }
+        let conc = c.to_string();
+        let args = ["--rate", "0", "--concurrency", conc.as_str()];
+        sweep.push((c, s.run(dir, &args, &args.join(" "))));
+    }
+    let within = |r: &Probed| r.probe_ms <= bound;
+    let best = sweep
+        .iter()
+        .filter(|(_, r)| within(r))
+        .min_by(|a, b| a.1.wall.total_cmp(&b.1.wall));
+    eprintln!(
+        "  sweep, {}, {n} users, --rate 0 (probe idle {idle:.1} ms, bound {bound:.1} ms):",
+        s.label
+    );
+    eprintln!("    N   wall (s)   probe median (ms)");
+    for (c, r) in &sweep {
+        let best_mark = if best.is_some_and(|(b, _)| b == c) {
+            ", best"
+        } else {
+            ""
+        };
+        eprintln!(
+            "    {c}   {:8.1}   {:17.1}   {}{best_mark}",
+            r.wall,
+            r.probe_ms,
+            if within(r) { "within" } else { "over" }
+        );
+    }
+    for (c, r) in &sweep {
+        t.row(
+            &format!("10. sweep: real Synapse (bcrypt_rounds 12), {n} users, --rate 0 --concurrency {c}, with a separate client probing"),
+            "for comparison",
+            format!(
+                "{:.1} s; probe median {:.1} ms ({} the bound of {bound:.1} ms)",
+                r.wall,
+                r.probe_ms,
+                if within(r) { "within" } else { "over" }
+            ),
+            true,
+        );
+    }
+
+    let runs = s.auto_runs(dir, &ids, &["--concurrency", "8"], repeats);
+    let (wall, probe, runs_note) = auto_medians(&runs);
+    let (got, ok) = match best {
+        Some((c, b)) => (
+            format!(
+                "{wall:.1} s = {:.2} × best (--concurrency {c}, {:.1} s); probe median {probe:.1} ms \
+                 (idle {idle:.1} ms, bound {bound:.1} ms){runs_note}",
+                wall / b.wall,
+                b.wall
+            ),
+            wall <= 1.15 * b.wall && probe <= bound,
+        ),
+        None => (
+            format!(
+                "{wall:.1} s; probe median {probe:.1} ms (idle {idle:.1} ms, bound {bound:.1} ms); \
+                 no --concurrency kept the probe within the bound{runs_note}"
+            ),
+            false,
+        ),
+    };
+    t.row(
+        &format!("10. --rate auto --concurrency 8, real Synapse (bcrypt_rounds 12), {n} users, with a separate client probing"),
+        "≤ 1.15 × the fastest --rate 0 --concurrency 1…8 that keeps the probe median ≤ max(2 × idle, idle + 5 ms); its own probe median within that bound",
+        got,
+        ok,
+    );
+}
+
+/// Part 2 of `auto`: the default pace and `--rate auto` on the
+/// `bcrypt_rounds: 4` server.
+fn auto_fast_server(t: &mut Table, dir: &Path, s: &AutoServer, server: &str, repeats: usize) {
+    let n = AUTO_USERS;
+    let ids = real_users(&s.client, dir, server, n, "autofast");
+    let idle = idle_probe(&s.url);
+    let bound = probe_bound(idle);
+    eprintln!(
+        "  {}: idle probe median {idle:.1} ms, bound {bound:.1} ms",
+        s.label
+    );
+
+    let default = s.run(dir, &[], "default pace");
+    let runs = s.auto_runs(dir, &ids, &[], repeats);
+    let (wall, probe, runs_note) = auto_medians(&runs);
+    let speedup = default.wall / wall;
+    t.row(
+        &format!("10. --rate auto, real Synapse (bcrypt_rounds 4), {n} users, against the default --rate 5"),
+        "≥ 5 × faster",
+        format!(
+            "{wall:.1} s against {:.1} s: {speedup:.1} ×; probe median {probe:.1} ms \
+             (default pace {:.1} ms; idle {idle:.1} ms, bound {bound:.1} ms){runs_note}",
+            default.wall, default.probe_ms
+        ),
+        speedup >= 5.0,
+    );
+}
+
 // ---------------------------------------------------------------- snapshot
 
 /// `snapshot` of every active user the mock lists (no INPUT: the v3 list in
@@ -1872,6 +2255,9 @@ fn main() {
     }
     if want("seal-synapse") {
         seal_synapse(&mut t, &dir, rounds);
+    }
+    if want("auto") {
+        auto(&mut t, &dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

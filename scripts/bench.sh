@@ -2,12 +2,17 @@
 # Performance benchmark (not part of the test suite): throughput, pacing, memory,
 # start-up, `find` and `snapshot` against a local mock admin API; a run against a
 # real Synapse with Synapse's default bcrypt_rounds: 12, compared with a shell loop
-# of curl; and `--restore-from` against a second real Synapse with bcrypt_rounds: 4.
+# of curl; `--restore-from` against a second real Synapse with bcrypt_rounds: 4; and
+# `--rate auto` on both servers while a separate client probes the server.
 #
 # Usage: scripts/bench.sh [startup|throughput|pacing|memory|synapse|find|snapshot_many|restore|
-#                          restore_big|seal|seal-synapse]
-#   no argument runs every figure (about 20 minutes on 2 cores);
+#                          restore_big|seal|seal-synapse|auto]
+#   no argument runs every figure (about 30 minutes on 2 cores);
 #   seal and seal-synapse compare runs without and with --encrypt-to, in pairs;
+#   auto runs 200 users with --rate 0 --concurrency 1…8 and with --rate auto on the
+#     bcrypt_rounds 12 server, then with the default --rate 5 and --rate auto on the
+#     bcrypt_rounds 4 one (about 8 minutes); BENCH_ROUNDS=N, when set, repeats its
+#     --rate auto runs N times (default once);
 #   BENCH_ROUNDS=N repeats the throughput, pacing, find, snapshot_many, restore and restore_big
 #     runs N times (default 3);
 #   FIND_USERS=N sets how many deactivated users find lists (default 100000);
@@ -27,7 +32,7 @@ stop_servers() {
 }
 trap stop_servers EXIT
 
-if [[ $# -eq 0 || "${1:-}" == synapse || "${1:-}" == seal-synapse ]]; then
+if [[ $# -eq 0 || "${1:-}" == synapse || "${1:-}" == seal-synapse || "${1:-}" == auto ]]; then
     command -v curl >/dev/null || { echo "bench.sh: curl is needed for the baseline (apt-get install curl)" >&2; exit 1; }
     SYNAPSE_DIR="target/bench-synapse"
     STARTED+=("$SYNAPSE_DIR")
@@ -38,8 +43,9 @@ if [[ $# -eq 0 || "${1:-}" == synapse || "${1:-}" == seal-synapse ]]; then
     set +a
 fi
 
-if [[ $# -eq 0 || "${1:-}" == restore || "${1:-}" == restore_big ]]; then
-    # The restore figures measure the restore, not the password hash: bcrypt_rounds 4.
+if [[ $# -eq 0 || "${1:-}" == restore || "${1:-}" == restore_big || "${1:-}" == auto ]]; then
+    # The restore figures measure the restore, not the password hash: bcrypt_rounds 4;
+    # auto uses it as a server that can go fast.
     # Their server's variables are exported as RESTORE_SYNAPSE_URL, RESTORE_SYNAPSE_DB_PATH, …
     RESTORE_DIR="target/bench-synapse-restore"
     STARTED+=("$RESTORE_DIR")
