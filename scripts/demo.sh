@@ -9,7 +9,7 @@
 #   4. takes their before-image: matrix-reactivate snapshot, into target/demo-before.snap
 #   5. the mistake: deactivates (and erases, locks) them as population.csv says
 #   6. runs matrix-reactivate on samples/users.csv with --restore-from the snapshot,
-#      writing target/demo-results.csv
+#      paced by --rate auto, writing target/demo-results.csv
 #   7. prints the results, logs in as one reactivated user with the new password and
 #      shows what came back
 #   8. stops Synapse (unless --keep)
@@ -103,10 +103,10 @@ python3 scripts/seed.py --url "$SYNAPSE_URL" --token "$SYNAPSE_ADMIN_TOKEN" \
 
 step "Reactivating the users of samples/users.csv and giving back what was deleted"
 rm -f "$RESULTS"
-echo "\$ MATRIX_ADMIN_TOKEN=… $BIN --homeserver $SYNAPSE_URL samples/users.csv --output $RESULTS --restore-from $SNAPSHOT"
+echo "\$ MATRIX_ADMIN_TOKEN=… $BIN --homeserver $SYNAPSE_URL samples/users.csv --output $RESULTS --restore-from $SNAPSHOT --rate auto"
 status=0
 MATRIX_ADMIN_TOKEN="$SYNAPSE_ADMIN_TOKEN" "$BIN" --homeserver "$SYNAPSE_URL" \
-    samples/users.csv --output "$RESULTS" --restore-from "$SNAPSHOT" || status=$?
+    samples/users.csv --output "$RESULTS" --restore-from "$SNAPSHOT" --rate auto || status=$?
 case $status in
     0) echo "matrix-reactivate exited with 0: every row is done" ;;
     3) echo "matrix-reactivate exited with 3: finished, some rows need attention (expected for this sample)" ;;

@@ -789,7 +789,7 @@ mod tests {
             assert!(t.starts_with("--max-slowdown"), "{bad}: {t}");
         }
         for bad in ["0", "-1", "inf"] {
-            let t = text(&["--rate", "auto", "--max-rate", bad]);
+            let t = text(&["--rate", "auto", &format!("--max-rate={bad}")]);
             assert!(t.starts_with("--max-rate"), "{bad}: {t}");
         }
     }
