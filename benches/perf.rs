@@ -1317,8 +1317,9 @@ fn failed_note(failed: usize) -> String {
     }
 }
 
-/// How many times the `auto` figure repeats its `--rate auto` runs: once,
-/// or `BENCH_ROUNDS` when set (the sweep and the default run are done once).
+/// How many rounds the `auto` figure runs: once, or `BENCH_ROUNDS` when set.
+/// A round of the `bcrypt_rounds: 12` part is the whole sweep and one auto
+/// run; on the `bcrypt_rounds: 4` server the default pace runs once.
 fn auto_repeats() -> usize {
     std::env::var("BENCH_ROUNDS")
         .ok()
@@ -1385,15 +1386,48 @@ fn auto_small_server(t: &mut Table, dir: &Path, s: &AutoServer, server: &str, re
         s.label
     );
 
-    let mut sweep = vec![];
-    for c in SWEEP {
-        if !sweep.is_empty() {
-            deactivate_all(&s.client, &ids);
+    // Each round runs the sweep and auto under the same conditions (auto
+    // first in odd rounds, last in even ones); each setting's figure is its
+    // median over the rounds.
+    let mut fixed: Vec<Vec<Probed>> = SWEEP.map(|_| vec![]).collect();
+    let mut runs = vec![];
+    let mut first = true;
+    for round in 0..repeats {
+        let auto_first = round % 2 == 0;
+        if auto_first {
+            runs.extend(s.auto_runs(dir, &ids, &["--concurrency", "8"], 1));
+            first = false;
         }
-        let conc = c.to_string();
-        let args = ["--rate", "0", "--concurrency", conc.as_str()];
-        sweep.push((c, s.run(dir, &args, &args.join(" "))));
+        for (i, c) in SWEEP.enumerate() {
+            if !first {
+                deactivate_all(&s.client, &ids);
+            }
+            first = false;
+            let conc = c.to_string();
+            let args = ["--rate", "0", "--concurrency", conc.as_str()];
+            fixed[i].push(s.run(dir, &args, &args.join(" ")));
+        }
+        if !auto_first {
+            runs.extend(s.auto_runs(dir, &ids, &["--concurrency", "8"], 1));
+        }
     }
+    let sweep: Vec<(usize, Probed)> = SWEEP
+        .zip(&fixed)
+        .map(|(c, rs)| {
+            let (wall, probe_ms, _) = auto_medians(rs);
+            let probes = rs.iter().map(|r| r.probes).sum();
+            let failed = rs.iter().map(|r| r.failed).sum();
+            (
+                c,
+                Probed {
+                    wall,
+                    probe_ms,
+                    probes,
+                    failed,
+                },
+            )
+        })
+        .collect();
     let within = |r: &Probed| r.probe_ms <= bound;
     let best = sweep
         .iter()
@@ -1417,12 +1451,13 @@ fn auto_small_server(t: &mut Table, dir: &Path, s: &AutoServer, server: &str, re
             if within(r) { "within" } else { "over" }
         );
     }
-    for (c, r) in &sweep {
+    for ((c, r), rs) in sweep.iter().zip(&fixed) {
+        let (_, _, runs_note) = auto_medians(rs);
         t.row(
             &format!("10. sweep: real Synapse (bcrypt_rounds 12), {n} users, --rate 0 --concurrency {c}, with a separate client probing"),
             "for comparison",
             format!(
-                "{:.1} s; probe median {:.1} ms ({} the bound of {bound:.1} ms)",
+                "{:.1} s; probe median {:.1} ms ({} the bound of {bound:.1} ms){runs_note}",
                 r.wall,
                 r.probe_ms,
                 if within(r) { "within" } else { "over" }
@@ -1431,7 +1466,6 @@ fn auto_small_server(t: &mut Table, dir: &Path, s: &AutoServer, server: &str, re
         );
     }
 
-    let runs = s.auto_runs(dir, &ids, &["--concurrency", "8"], repeats);
     let (wall, probe, runs_note) = auto_medians(&runs);
     let (got, ok) = match best {
         Some((c, b)) => (

@@ -11,8 +11,8 @@
 #   seal and seal-synapse compare runs without and with --encrypt-to, in pairs;
 #   auto runs 200 users with --rate 0 --concurrency 1…8 and with --rate auto on the
 #     bcrypt_rounds 12 server, then with the default --rate 5 and --rate auto on the
-#     bcrypt_rounds 4 one (about 8 minutes); BENCH_ROUNDS=N, when set, repeats its
-#     --rate auto runs N times (default once);
+#     bcrypt_rounds 4 one (about 6 minutes a round); BENCH_ROUNDS=N, when set, runs N
+#     rounds of the sweep and auto and reports medians (default one round);
 #   BENCH_ROUNDS=N repeats the throughput, pacing, find, snapshot_many, restore and restore_big
 #     runs N times (default 3);
 #   FIND_USERS=N sets how many deactivated users find lists (default 100000);

@@ -16,7 +16,7 @@ use crate::http::{Auth, Http};
 pub const INTERVAL: Duration = Duration::from_millis(500);
 /// Probes that make up the idle answer time, after one to open the connection.
 const IDLE_PROBES: usize = 9;
-const IDLE_GAP: Duration = Duration::from_millis(40);
+const IDLE_GAP: Duration = Duration::from_millis(20);
 const PATH: &str = "/_matrix/client/versions";
 
 pub struct Probe {
