@@ -10,8 +10,9 @@
 //! - a 429 or a 5xx (or no answer at all): halve both, at once;
 //! - the probe (a cheap request standing for the server's other users) slower
 //!   than the budget, `--max-slowdown` × its idle answer time (never less
-//!   than idle + 5 ms, below which loopback timings are noise): lower by the
-//!   gradient budget ÷ probe, by one at least;
+//!   than idle + 5 ms, below which loopback timings are noise): scale the pace
+//!   by the gradient budget ÷ probe: the users at once when that takes a
+//!   whole one off, else the rate cap;
 //! - the run's own reactivations queueing in the server, measured the TCP
 //!   Vegas way: with `base` their answer time when nothing queued and `now`
 //!   the current one, `at once × (1 − base ÷ now)` of them are waiting; more
@@ -291,21 +292,24 @@ impl Controller {
             self.slowdown = Some(slowdown);
             let budget = self.budget();
             if probe > budget && self.window.probes.len() >= MIN_PROBES_TO_LOWER {
-                // The gradient: as much lower as the probe is over budget,
-                // by one at least, by half at most; at one at once, the rate.
+                // The gradient: the pace × budget ÷ probe (by half at most).
+                // Users at once are coarse: they go down when the gradient
+                // takes a whole one off (rounded); a smaller overshoot
+                // scales the rate cap instead, so that 10 % over the budget
+                // costs 10 % of the pace, not half of two at once.
                 let gradient = (budget.as_secs_f64() / probe.as_secs_f64()).max(0.5);
                 let why = Why::Slow { slowdown };
-                if at_once == 1 {
-                    return writes_per_sec.map(|_| Verdict {
-                        at_once,
-                        rate: Rate::Scale(gradient),
+                let lower = ((at_once as f64 * gradient).round() as usize).clamp(1, at_once);
+                if lower < at_once {
+                    return Some(Verdict {
+                        at_once: lower,
+                        rate: Rate::Keep,
                         why,
                     });
                 }
-                let lower = ((at_once as f64 * gradient).floor() as usize).clamp(1, at_once - 1);
-                return Some(Verdict {
-                    at_once: lower,
-                    rate: Rate::Keep,
+                return writes_per_sec.map(|_| Verdict {
+                    at_once,
+                    rate: Rate::Scale(gradient),
                     why,
                 });
             }
@@ -433,15 +437,32 @@ mod tests {
     impl Server {
         const IDLE: Duration = Duration::from_millis(3);
 
-        fn probe(&self, at_once: usize) -> Duration {
-            let busy = at_once.min(self.cores) as u32;
-            let queued = at_once.saturating_sub(self.cores) as u32;
-            Self::IDLE + ms(2) * busy / self.cores as u32 + ms(6) * queued
+        /// The probe's answer time with `k` reactivations in the server.
+        fn probe(&self, k: f64) -> Duration {
+            let cores = self.cores as f64;
+            let busy = k.min(cores) / cores;
+            let queued = (k - cores).max(0.0);
+            Self::IDLE + ms(2).mul_f64(busy) + ms(6).mul_f64(queued)
         }
 
-        fn work(&self, at_once: usize) -> Duration {
-            self.hash
-                .mul_f64((at_once as f64 / self.cores as f64).max(1.0))
+        /// A reactivation's answer time with `k` in the server.
+        fn work(&self, k: f64) -> Duration {
+            self.hash.mul_f64((k / self.cores as f64).max(1.0))
+        }
+
+        /// Reactivations a second with `k` in the server.
+        fn throughput(&self, k: f64) -> f64 {
+            k / self.work(k).as_secs_f64()
+        }
+
+        /// How many reactivations are in the server at `pace`: its users
+        /// at once, unless the rate cap holds them back (Little's law).
+        fn in_server(&self, pace: Pace) -> f64 {
+            let k = pace.at_once as f64;
+            match pace.rate {
+                Some(r) if r < self.throughput(k) => (r * self.hash.as_secs_f64()).min(k),
+                _ => k,
+            }
         }
     }
 
@@ -459,15 +480,12 @@ mod tests {
         let mut c = Controller::new(limits, Server::IDLE);
         let mut paces = vec![];
         for second in 0..seconds {
-            let pace = c.pace();
-            let work = server.work(pace.at_once);
-            let mut done = pace.at_once as f64 / work.as_secs_f64();
-            if let Some(rate) = pace.rate {
-                done = done.min(rate);
-            }
+            let k = server.in_server(c.pace());
+            let work = server.work(k);
+            let done = server.throughput(k);
             for _ in 0..2 {
                 tokio::time::advance(ms(500)).await;
-                c.probe(server.probe(pace.at_once));
+                c.probe(server.probe(k));
             }
             for _ in 0..done.round() as u64 {
                 c.work(work);
@@ -551,7 +569,7 @@ mod tests {
         for _ in 0..40 {
             for _ in 0..2 {
                 tokio::time::advance(ms(500)).await;
-                c.probe(server.probe(c.pace().at_once));
+                c.probe(server.probe(c.pace().at_once as f64));
             }
             c.full();
             c.step(Instant::now(), Some(6.0));
@@ -560,7 +578,7 @@ mod tests {
         // Three slow probes of the latest five: the median is slow.
         for _ in 0..3 {
             tokio::time::advance(ms(500)).await;
-            c.probe(server.probe(2) + ms(12));
+            c.probe(server.probe(2.0) + ms(12));
         }
         let change = c.step(Instant::now(), Some(6.0)).expect("a change");
         assert_eq!(change.to.at_once, 1);
@@ -571,12 +589,38 @@ mod tests {
         // Still slow at one at once: the rate comes down, by the gradient.
         for _ in 0..3 {
             tokio::time::advance(ms(500)).await;
-            c.probe(server.probe(1) + ms(12));
+            c.probe(server.probe(1.0) + ms(12));
         }
         let change = c.step(Instant::now(), Some(3.0)).expect("a change");
         assert_eq!(change.to.at_once, 1);
         let rate = change.to.rate.expect("a rate cap");
         assert!((1.5..3.0).contains(&rate), "{rate}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_overshoot_trims_the_rate_not_half_the_users() {
+        let mut c = Controller::new(limits(8), Server::IDLE);
+        c.probe(Server::IDLE);
+        c.probe(Server::IDLE);
+        c.full();
+        c.step(Instant::now(), Some(3.0)).expect("room to grow");
+        assert_eq!(c.pace().at_once, 2);
+        // 10 % over the 8 ms budget, three times.
+        for _ in 0..3 {
+            tokio::time::advance(ms(500)).await;
+            c.probe(ms(8) + ms(8) / 10);
+        }
+        let change = c.step(Instant::now(), Some(6.0)).expect("a change");
+        assert_eq!(change.to.at_once, 2, "{change:?}");
+        let rate = change.to.rate.expect("a rate cap");
+        assert!((rate - 6.0 / 1.1).abs() < 1e-9, "{rate}");
+        // 60 % over: one user fewer.
+        for _ in 0..3 {
+            tokio::time::advance(ms(500)).await;
+            c.probe(ms(8) * 16 / 10);
+        }
+        let change = c.step(Instant::now(), Some(5.0)).expect("a change");
+        assert_eq!(change.to.at_once, 1, "{change:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -626,7 +670,7 @@ mod tests {
                 c.probe(Server::IDLE);
             }
             for _ in 0..4 {
-                c.work(server.work(n));
+                c.work(server.work(n as f64));
             }
             c.full();
             if let Some(change) = c.step(Instant::now(), Some(6.0)) {
