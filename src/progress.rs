@@ -243,6 +243,25 @@ mod tests {
     }
 
     #[test]
+    fn the_plain_line_shows_the_pace_after_the_outage() {
+        let mut p = Progress::new(false, false, false, Some(10));
+        let mut counts = Counts::default();
+        counts.add(Status::Reactivated);
+        p.set_pace(Some("auto 7.8/s, 3 at once · server 1.6× idle".into()));
+        let line = p.line(&counts.brief());
+        assert!(
+            line.ends_with("· auto 7.8/s, 3 at once · server 1.6× idle · reactivated 1"),
+            "{line}"
+        );
+        p.tick(&counts, Some(Duration::from_secs(3)));
+        let line = p.line(&counts.brief());
+        assert!(
+            line.ends_with("server unreachable for 3 s, waiting · auto 7.8/s, 3 at once · server 1.6× idle · reactivated 1"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn eta_format() {
         assert_eq!(super::eta(5.2), "5s");
         assert_eq!(super::eta(125.0), "2m05s");

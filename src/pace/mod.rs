@@ -51,13 +51,14 @@ impl Pacing {
 }
 
 /// What the run's loop asks.
-pub struct Pacer<'a> {
-    /// `--concurrency`: the fixed pace, or the ceiling of the auto one.
-    concurrency: usize,
-    auto: Option<Auto<'a>>,
+pub enum Pacer<'a> {
+    /// `--concurrency` at once; the throttle holds the rate.
+    Fixed(usize),
+    Auto(Box<Auto<'a>>),
 }
 
-struct Auto<'a> {
+/// `--rate auto`: the controller, what feeds it, and what it held.
+pub struct Auto<'a> {
     controller: Controller,
     throttle: &'a Throttle,
     probes: mpsc::Receiver<Duration>,
@@ -73,14 +74,6 @@ struct Auto<'a> {
 }
 
 impl<'a> Pacer<'a> {
-    /// A fixed pace: `concurrency` at once (the throttle holds the rate).
-    pub fn fixed(concurrency: usize) -> Self {
-        Pacer {
-            concurrency,
-            auto: None,
-        }
-    }
-
     /// `--rate auto`, from the probe's `idle` answer time (measured before
     /// anything was sent): starts probing. `seen` is what the run's meter
     /// sends; `verbose` logs each change.
@@ -92,41 +85,37 @@ impl<'a> Pacer<'a> {
         seen: mpsc::UnboundedReceiver<Seen>,
         verbose: bool,
     ) -> Pacer<'a> {
-        let concurrency = limits.ceiling;
         let controller = Controller::new(limits, idle);
         throttle.set_rate(controller.pace().rate);
         let (probes, probing) = probe.spawn();
         let mut ticker = tokio::time::interval(STEP);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let now = Instant::now();
-        Pacer {
-            concurrency,
-            auto: Some(Auto {
-                throttle,
-                probes,
-                _probing: probing,
-                seen,
-                ticker,
-                last: (throttle.granted(), now),
-                writes_per_sec: 0.0,
-                verbose,
-                held: Held::new(controller.pace().at_once, now),
-                controller,
-            }),
-        }
+        Pacer::Auto(Box::new(Auto {
+            throttle,
+            probes,
+            _probing: probing,
+            seen,
+            ticker,
+            last: (throttle.granted(), now),
+            writes_per_sec: 0.0,
+            verbose,
+            held: Held::new(controller.pace().at_once, now),
+            controller,
+        }))
     }
 
     /// Users in flight at most, now.
     pub fn at_once(&self) -> usize {
-        match &self.auto {
-            Some(a) => a.controller.pace().at_once,
-            None => self.concurrency,
+        match self {
+            Pacer::Fixed(n) => *n,
+            Pacer::Auto(a) => a.controller.pace().at_once,
         }
     }
 
     /// The run has as many users in flight as it may.
     pub fn full(&mut self) {
-        if let Some(a) = &mut self.auto {
+        if let Pacer::Auto(a) = self {
             a.controller.full();
         }
     }
@@ -135,7 +124,7 @@ impl<'a> Pacer<'a> {
     /// to print (a change, with `--verbose`). Never ends with a fixed pace.
     /// Cancel-safe: each await only receives.
     pub async fn next(&mut self) -> Option<String> {
-        let Some(a) = &mut self.auto else {
+        let Pacer::Auto(a) = self else {
             return std::future::pending().await;
         };
         tokio::select! {
@@ -158,7 +147,7 @@ impl<'a> Pacer<'a> {
 
     /// The pace for the progress line: "auto 7.8/s, 3 at once · server 1.6× idle".
     pub fn brief(&self) -> Option<String> {
-        let a = self.auto.as_ref()?;
+        let Pacer::Auto(a) = self else { return None };
         let pace = a.controller.pace();
         let mut brief = format!("auto {:.1}/s, {} at once", a.writes_per_sec, pace.at_once);
         if let Some(s) = a.controller.slowdown() {
@@ -169,7 +158,7 @@ impl<'a> Pacer<'a> {
 
     /// The pace held over the run, for the summary; `None` with a fixed pace.
     pub fn report(&self) -> Option<PaceReport> {
-        let a = self.auto.as_ref()?;
+        let Pacer::Auto(a) = self else { return None };
         Some(a.held.report(
             a.controller.idle(),
             a.controller.budget(),
@@ -252,30 +241,26 @@ impl Held {
     }
 
     fn change(&mut self, change: &Change, now: Instant) {
-        self.account(now);
+        add(
+            &mut self.time_at,
+            self.level,
+            now.saturating_duration_since(self.since),
+        );
         self.level = change.to.at_once;
-        self.changes += 1;
-    }
-
-    /// Adds the time since the last change to the level held.
-    fn account(&mut self, now: Instant) {
-        if self.time_at.len() <= self.level {
-            self.time_at.resize(self.level + 1, Duration::ZERO);
-        }
-        self.time_at[self.level] += now.saturating_duration_since(self.since);
         self.since = now;
+        self.changes += 1;
     }
 
     fn report(&self, idle: Duration, budget: Duration, last: Pace, writes: u64) -> PaceReport {
         let now = Instant::now();
-        let mut held = Held {
-            time_at: self.time_at.clone(),
-            probes: Vec::new(),
-            ..*self
-        };
-        held.account(now);
-        let at_once = (1..held.time_at.len())
-            .max_by_key(|&n| held.time_at[n])
+        let mut time_at = self.time_at.clone();
+        add(
+            &mut time_at,
+            self.level,
+            now.saturating_duration_since(self.since),
+        );
+        let at_once = (1..time_at.len())
+            .max_by_key(|&n| time_at[n])
             .unwrap_or(last.at_once);
         let elapsed = now.saturating_duration_since(self.started).as_secs_f64();
         PaceReport {
@@ -283,12 +268,20 @@ impl Held {
             budget,
             probe_median: controller::median(&self.probes),
             at_once,
-            time_at: held.time_at,
+            time_at,
             writes_per_sec: writes as f64 / elapsed.max(1e-3),
             last,
             changes: self.changes,
         }
     }
+}
+
+/// Adds `d` to the time held at `level`.
+fn add(time_at: &mut Vec<Duration>, level: usize, d: Duration) {
+    if time_at.len() <= level {
+        time_at.resize(level + 1, Duration::ZERO);
+    }
+    time_at[level] += d;
 }
 
 /// The pace a `--rate auto` run held, for the summary.
@@ -328,8 +321,8 @@ impl PaceReport {
             None => "the probe got no answer".to_owned(),
         };
         format!(
-            "Pace: auto held {} at once the longest ({:.1} reactivations/s over the run, {} \
-             change(s)); {probe}, budget {:.1} ms",
+            "Pace: auto held {} at once the longest ({:.1} reactivations and joins a second \
+             over the run, {} change(s)); {probe}, budget {:.1} ms",
             self.at_once,
             self.writes_per_sec,
             self.changes,

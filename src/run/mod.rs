@@ -445,7 +445,7 @@ impl Drive<'_> {
                 let verbose = settings.server.verbose;
                 Pacer::auto(a.limits, a.probe, a.idle, throttle, a.seen, verbose)
             }
-            _ => Pacer::fixed(settings.concurrency),
+            _ => Pacer::Fixed(settings.concurrency),
         };
         drive::drive(&worker, &mut sink, feed, stop, &mut pacer).await?;
         let pace = pacer.report();
