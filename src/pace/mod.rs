@@ -304,7 +304,8 @@ pub struct PaceReport {
     pub changes: u64,
 }
 
-fn ms(d: Duration) -> f64 {
+/// `d` in milliseconds, to a tenth.
+pub fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 

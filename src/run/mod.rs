@@ -159,8 +159,8 @@ async fn start_auto(settings: &Settings) -> anyhow::Result<(Meter, Option<AutoSt
              keeps it under {:.1} ms (--max-slowdown {max_slowdown})",
             settings.concurrency,
             max_rate.map_or(String::new(), |r| format!(" and {r}/s")),
-            ms(idle),
-            ms(budget),
+            pace::ms(idle),
+            pace::ms(budget),
         ),
     );
     let (meter, seen) = Meter::channel();
@@ -173,10 +173,6 @@ async fn start_auto(settings: &Settings) -> anyhow::Result<(Meter, Option<AutoSt
             seen,
         }),
     ))
-}
-
-fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// What `--rate auto` starts from.
