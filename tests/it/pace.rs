@@ -33,10 +33,6 @@ impl Respond for Puts {
     }
 }
 
-fn summary(w: &Workdir) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(w.path("summary.json")).unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn rate_auto_climbs_backs_off_on_a_429_and_reports_the_pace() {
     let m = MockSynapse::start().await;
@@ -95,7 +91,7 @@ async fn rate_auto_climbs_backs_off_on_a_429_and_reports_the_pace() {
     );
     assert!(err.contains("Pace: auto held"), "{err}");
 
-    let pace = &summary(&w)["pace"];
+    let pace = &w.summary()["pace"];
     assert_eq!(pace["mode"], "auto");
     let held = pace["seconds_at_once"]
         .as_object()
@@ -123,7 +119,7 @@ async fn a_fixed_pace_is_in_the_summary_too() {
     let out = run(w.reactivate(&m.url(), &args)).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
-        summary(&w)["pace"],
+        w.summary()["pace"],
         json!({"mode": "fixed", "at_once": 4, "rate": 7.0})
     );
     assert!(!stderr(&out).contains("Pace:"));
@@ -176,7 +172,7 @@ async fn real_synapse_rate_auto_every_password_works() {
         assert_eq!(r.status, "reactivated", "{r:?}");
         assert!(s.can_log_in(id, &r.password).await, "{id} logs in");
     }
-    let pace = &summary(&w)["pace"];
+    let pace = &w.summary()["pace"];
     assert_eq!(pace["mode"], "auto", "{pace}");
     assert!(pace["probe_median_ms"].as_f64().is_some(), "{pace}");
 }

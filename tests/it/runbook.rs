@@ -11,11 +11,6 @@ use wiremock::{Mock, ResponseTemplate};
 use crate::support::mock_synapse::{enc, ok, user_path, MockSynapse, State};
 use crate::support::workdir::*;
 
-fn summary(w: &Workdir) -> Value {
-    let text = std::fs::read_to_string(w.path("summary.json")).expect("the JSON summary");
-    serde_json::from_str(&text).expect("valid JSON")
-}
-
 /// Every status is counted, zeros included; returns the counts.
 fn counts(v: &Value) -> &serde_json::Map<String, Value> {
     let c = v["counts"].as_object().expect("counts");
@@ -57,7 +52,7 @@ async fn the_json_summary_of_a_complete_run_even_quiet() {
     let out = run(w.reactivate(&m.url(), &args)).await;
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stderr(&out), "", "--quiet");
-    let v = summary(&w);
+    let v = w.summary();
     let c = counts(&v);
     assert_eq!(c["reactivated"], 3);
     assert_eq!(c["not_found"], 1);
@@ -110,7 +105,7 @@ async fn the_json_summary_of_a_run_stopped_by_a_revoked_token() {
     let args = ["--concurrency", "1", "--summary-json", "summary.json"];
     let out = run(w.reactivate(&m.url(), &args)).await;
     assert_eq!(out.status.code(), Some(1));
-    let v = summary(&w);
+    let v = w.summary();
     assert_eq!(counts(&v)["reactivated"], 2);
     assert_eq!(v["outcome"], "stopped");
     assert_eq!(v["exit_code"], 1);
@@ -158,7 +153,7 @@ async fn the_json_summary_of_an_interrupted_run() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    let v = summary(&w);
+    let v = w.summary();
     let done = w.results("out.csv").len() as u64;
     assert!((1..12).contains(&done), "{done}");
     assert_eq!(counts(&v)["reactivated"], done);

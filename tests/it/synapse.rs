@@ -182,8 +182,7 @@ async fn real_synapse_restarted_mid_run_costs_no_user() {
         }))
         .await;
     }
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(w.path("summary.json")).unwrap()).unwrap();
+    let summary = w.summary();
     assert_eq!(summary["counts"]["reactivated"], 150);
     assert_eq!(summary["counts"]["failed"], 0);
     assert_eq!(summary["exit_code"], 0);

@@ -86,6 +86,12 @@ impl Workdir {
     pub fn results(&self, name: &str) -> Vec<Row> {
         read_results(&self.path(name))
     }
+
+    /// The JSON summary the tool wrote to `summary.json` (`--summary-json`).
+    pub fn summary(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.path("summary.json")).expect("the JSON summary");
+        serde_json::from_str(&text).expect("valid JSON")
+    }
 }
 
 pub fn read_results(path: &Path) -> Vec<Row> {
