@@ -88,11 +88,11 @@ impl Throttle {
         })
     }
 
-    /// A throttle whose rate is set as the run goes (`--rate auto`); `None`
-    /// admits everyone until a rate is set.
-    pub fn adjustable(rate: Option<f64>, burst: NonZeroU32) -> Self {
+    /// A throttle whose rate is set as the run goes (`--rate auto`, whose
+    /// pacer sets the first one); it admits everyone until a rate is set.
+    pub fn adjustable(burst: NonZeroU32) -> Self {
         Throttle {
-            limit: RwLock::new(Limit::new(rate, burst)),
+            limit: RwLock::new(None),
             burst,
             granted: AtomicU64::new(0),
         }
@@ -227,7 +227,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_rate_set_while_running_applies_from_the_next_slot() {
-        let t = Throttle::adjustable(None, NonZeroU32::MIN);
+        let t = Throttle::adjustable(NonZeroU32::MIN);
         assert_eq!(admitted(&t, Instant::now(), 3).await, [ms(0); 3]);
         t.set_rate(Some(10.0));
         let start = Instant::now();

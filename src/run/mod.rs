@@ -400,7 +400,7 @@ impl Drive<'_> {
         let stop = retrier.stop_signal();
         let throttle = match &auto {
             None => Throttle::new(settings.pacing.fixed_rate(), settings.burst),
-            Some(a) => Some(Throttle::adjustable(a.limits.max_rate, settings.burst)),
+            Some(_) => Some(Throttle::adjustable(settings.burst)),
         };
         let options = Options {
             server_name: preflight.server_name.clone(),
